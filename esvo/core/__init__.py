@@ -1,0 +1,45 @@
+"""esvo.core: the variational-optimization engine, pure numpy (no Ray, no gymnasium).
+
+Conventions: ``fitness`` is raw (``maximize`` says which way is better); inside the core,
+utilities are higher-is-better. ``z`` is standard-normal float32 noise named by a perturbation id;
+``mean`` and ``sigma`` are float64.
+"""
+
+from esvo.core.distributions import Isotropic, Separable, SigmaBounds, snes_sigma_lr
+from esvo.core.noise import (
+    Noise,
+    NoiseGenerator,
+    NoiseSums,
+    NoiseTable,
+    make_noise,
+    perturbation_ids,
+)
+from esvo.core.optimizers import OPTIMIZERS, Optimizer, OptState, make_optimizer
+from esvo.core.shaping import SHAPINGS, centered_ranks, nes_utilities, raw, zscore
+from esvo.core.strategy import Ask, SearchState, Strategy, default_num_pairs
+
+__all__ = [
+    "OPTIMIZERS",
+    "SHAPINGS",
+    "Ask",
+    "Isotropic",
+    "Noise",
+    "NoiseGenerator",
+    "NoiseSums",
+    "NoiseTable",
+    "OptState",
+    "Optimizer",
+    "SearchState",
+    "Separable",
+    "SigmaBounds",
+    "Strategy",
+    "centered_ranks",
+    "default_num_pairs",
+    "make_noise",
+    "make_optimizer",
+    "nes_utilities",
+    "perturbation_ids",
+    "raw",
+    "snes_sigma_lr",
+    "zscore",
+]

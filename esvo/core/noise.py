@@ -1,0 +1,271 @@
+"""Shared-seed noise: a perturbation id names its ``z`` everywhere.
+
+A perturbation is named by a 64-bit integer id, a hash of ``(run seed, generation, pair index)``.
+Anyone holding the id rebuilds the same ``z ~ N(0, I_d)`` (float32) bit for bit, in any process
+of the same numpy build: the worker that scores ``mean ± sigma * z``, the driver that computes
+the update. Nothing of size ``d`` ever has to travel (Salimans et al. 2017, §2.1).
+
+Two schemes behind one interface, chosen by measurement (``scripts/bench_noise.py``):
+
+- ``NoiseTable``: one read-only float32 table built once from a fixed seed (OpenAI ES). The id
+  picks an offset; ``z`` is a slice. The driver's update streams over the slices in column
+  blocks with BLAS ``saxpy`` and sits near the memory-bandwidth floor.
+- ``NoiseGenerator``: a counter-based generator per id (``SFC64`` seeded by the id). Exactly
+  independent draws, no table, but ~8 ns per element to rebuild: fine for small ``d``.
+
+Both provide ``weighted_sums``, the one reduction the natural-gradient update needs, computed in
+a single pass over the noise without materializing an ``(n, d)`` matrix for large ``d``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+from scipy.linalg import blas
+
+NoiseKind = Literal["table", "generator"]
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+# Column block of the streaming update, in float32 elements (256 KiB: stays in L2 with its
+# accumulators). Chosen by scripts/bench_noise.py.
+BLOCK = 1 << 16
+# Below this many elements (n * d) the update gathers the slices and uses one float64 matmul.
+SMALL = 1 << 21
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finalizer (Steele et al. 2014), vectorized; uint64 arithmetic wraps."""
+    x = x + _GOLDEN
+    x = (x ^ (x >> np.uint64(30))) * _MIX1
+    x = (x ^ (x >> np.uint64(27))) * _MIX2
+    return x ^ (x >> np.uint64(31))
+
+
+def perturbation_ids(seed: int, generation: int, indices: np.ndarray | int) -> np.ndarray:
+    """Ids of the perturbations ``(seed, generation, index)``.
+
+    Args:
+        seed: run seed (``0 <= seed < 2**63``).
+        generation: generation counter.
+        indices: pair indices, or a count ``n`` meaning ``range(n)``.
+
+    Returns:
+        ``(n,)`` uint64 ids; a pure function of its arguments.
+    """
+    idx = np.arange(indices) if np.isscalar(indices) else np.asarray(indices)
+    h = _splitmix64(np.full(idx.shape, seed, dtype=np.uint64))
+    h = _splitmix64(h ^ np.uint64(generation))
+    return _splitmix64(h ^ idx.astype(np.uint64))
+
+
+@dataclass(frozen=True)
+class NoiseSums:
+    """The reductions of one update over pairs ``k``, each in one pass over the noise.
+
+    ``s1 = sum_k a_k z_k`` (d,); ``s2 = sum_k b_k z_k**2`` (d,) or None;
+    ``sq_norms[k] = ||z_k||^2`` (n,) or None.
+    """
+
+    s1: np.ndarray
+    s2: np.ndarray | None
+    sq_norms: np.ndarray | None
+
+
+class Noise(Protocol):
+    """What the strategy and the evaluators need from a noise source."""
+
+    dim: int
+
+    def get(self, pid: int) -> np.ndarray:
+        """``z`` of one id: ``(dim,)`` float32, read-only."""
+        ...
+
+    def weighted_sums(
+        self, ids: np.ndarray, a: np.ndarray, b: np.ndarray | None = None, sq_norms: bool = False
+    ) -> NoiseSums:
+        """``sum_k a_k z_k``, optionally ``sum_k b_k z_k**2`` and ``||z_k||^2``."""
+        ...
+
+    def spec(self) -> dict:
+        """Plain-data description from which ``make_noise(**spec)`` rebuilds this source."""
+        ...
+
+
+def default_table_size(dim: int) -> int:
+    """Table entries for a parameter count: 2**24 (64 MiB) up to 2**28 (1 GiB), >= 64 * dim."""
+    return int(min(max(1 << 24, 64 * dim), 1 << 28))
+
+
+@functools.lru_cache(maxsize=2)
+def build_table(seed: int, size: int) -> np.ndarray:
+    """The read-only float32 table; chunk ``c`` comes from its own stream ``(seed, c)``."""
+    table = np.empty(size, dtype=np.float32)
+    chunk = 1 << 22
+    for c, start in enumerate(range(0, size, chunk)):
+        rng = np.random.Generator(np.random.SFC64(np.random.SeedSequence(seed, spawn_key=(c,))))
+        rng.standard_normal(out=table[start : start + chunk], dtype=np.float32)
+    table.flags.writeable = False
+    return table
+
+
+@functools.lru_cache(maxsize=1)
+def build_squares(seed: int, size: int) -> np.ndarray:
+    """``build_table(seed, size) ** 2``, for the driver's separable update only."""
+    squares = np.square(build_table(seed, size))
+    squares.flags.writeable = False
+    return squares
+
+
+@functools.lru_cache(maxsize=1)
+def build_sq_prefix(seed: int, size: int) -> np.ndarray:
+    """``P[i] = sum_{j<i} table[j]^2`` (float64), so ``||z||^2`` of a slice is O(1)."""
+    prefix = np.zeros(size + 1)
+    np.cumsum(build_squares(seed, size), dtype=np.float64, out=prefix[1:])
+    prefix.flags.writeable = False
+    return prefix
+
+
+class NoiseTable:
+    """``z`` of id ``p`` is ``table[p % (size - dim + 1) :][:dim]``.
+
+    Args:
+        dim: parameter count ``d``.
+        seed: table seed (fixed per run config; independent of the run seed).
+        size: table entries (``>= dim``); default ``default_table_size(dim)``.
+        table: an existing table (e.g. read zero-copy from Ray's object store); must equal
+            ``build_table(seed, size)``.
+    """
+
+    kind: NoiseKind = "table"
+
+    def __init__(
+        self, dim: int, seed: int = 0, size: int | None = None, table: np.ndarray | None = None
+    ):
+        size = default_table_size(dim) if size is None else int(size)
+        if size < dim:
+            raise ValueError(f"noise table size {size} is smaller than the dimension {dim}")
+        self.dim, self.seed, self.size = int(dim), int(seed), size
+        self.table = build_table(self.seed, size) if table is None else table
+        if self.table.shape != (size,) or self.table.dtype != np.float32:
+            raise ValueError(f"noise table must be ({size},) float32, got {self.table.shape}")
+
+    def spec(self) -> dict:
+        return {"kind": "table", "dim": self.dim, "seed": self.seed, "size": self.size}
+
+    def offsets(self, ids: np.ndarray) -> np.ndarray:
+        return (np.asarray(ids, dtype=np.uint64) % np.uint64(self.size - self.dim + 1)).astype(
+            np.int64
+        )
+
+    def get(self, pid: int) -> np.ndarray:
+        o = int(self.offsets(np.array([pid]))[0])
+        return self.table[o : o + self.dim]
+
+    def weighted_sums(
+        self, ids: np.ndarray, a: np.ndarray, b: np.ndarray | None = None, sq_norms: bool = False
+    ) -> NoiseSums:
+        offs = self.offsets(ids)
+        if len(offs) * self.dim <= SMALL:
+            z = self.table[offs[:, None] + np.arange(self.dim)]  # (n, d) float32, small
+            return _sums_dense(z, a, b, sq_norms)
+        return self._sums_streamed(offs, a, b, sq_norms)
+
+    def _sums_streamed(
+        self, offs: np.ndarray, a: np.ndarray, b: np.ndarray | None, sq_norms: bool
+    ) -> NoiseSums:
+        # One pass over column blocks: each slice is read from memory once, its square and
+        # dot product are taken while it sits in cache. Pair order is fixed, so the float32
+        # accumulation is deterministic.
+        # sum_k b_k z_k^2 streams from a table of squares, built once: a second saxpy pass
+        # beats squaring each slice in cache (numpy has no fused multiply-add; measured in
+        # scripts/bench_noise.py).
+        # ||z_k||^2 comes from prefix sums of squares (error ~ size * 1e-16, absolute).
+        d, t = self.dim, self.table
+        t2 = None if b is None else build_squares(self.seed, self.size)
+        s1 = np.zeros(d, dtype=np.float32)
+        s2 = np.zeros(d, dtype=np.float32) if b is not None else None
+        sq = None
+        if sq_norms:
+            prefix = build_sq_prefix(self.seed, self.size)
+            sq = prefix[offs + d] - prefix[offs]
+        a32 = np.asarray(a, dtype=np.float32)
+        b32 = None if b is None else np.asarray(b, dtype=np.float32)
+        for j0 in range(0, d, BLOCK):
+            j1 = min(j0 + BLOCK, d)
+            y1 = s1[j0:j1]
+            y2 = None if s2 is None else s2[j0:j1]
+            for k, o in enumerate(offs):
+                x = t[o + j0 : o + j1]
+                blas.saxpy(x, y1, a=a32[k])
+                if y2 is not None:
+                    blas.saxpy(t2[o + j0 : o + j1], y2, a=b32[k])
+        return NoiseSums(s1.astype(np.float64), None if s2 is None else s2.astype(np.float64), sq)
+
+
+class NoiseGenerator:
+    """``z`` of id ``p`` is ``SFC64(p).standard_normal(dim, float32)``: exact, no table."""
+
+    kind: NoiseKind = "generator"
+
+    def __init__(self, dim: int, seed: int = 0):
+        self.dim, self.seed = int(dim), int(seed)
+        # The driver rebuilds each z twice (candidates, then update): keep recent ones,
+        # up to 16 MiB.
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache_size = max(4, (1 << 22) // self.dim)
+
+    def spec(self) -> dict:
+        return {"kind": "generator", "dim": self.dim, "seed": self.seed}
+
+    def get(self, pid: int) -> np.ndarray:
+        pid = int(pid)
+        z = self._cache.get(pid)
+        if z is None:
+            key = (pid ^ self.seed) & 0xFFFFFFFFFFFFFFFF
+            z = np.random.Generator(np.random.SFC64(key)).standard_normal(self.dim, np.float32)
+            z.flags.writeable = False
+            self._cache[pid] = z
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return z
+
+    def weighted_sums(
+        self, ids: np.ndarray, a: np.ndarray, b: np.ndarray | None = None, sq_norms: bool = False
+    ) -> NoiseSums:
+        rows = max(1, SMALL // max(self.dim, 1))
+        parts = []
+        for k0 in range(0, len(ids), rows):  # (rows, d) at a time, never (n, d) for large d
+            z = np.stack([self.get(p) for p in ids[k0 : k0 + rows]])
+            parts.append(
+                _sums_dense(
+                    z, a[k0 : k0 + rows], None if b is None else b[k0 : k0 + rows], sq_norms
+                )
+            )
+        s2 = None if b is None else np.sum([p.s2 for p in parts], axis=0)
+        sq = np.concatenate([p.sq_norms for p in parts]) if sq_norms else None
+        return NoiseSums(np.sum([p.s1 for p in parts], axis=0), s2, sq)
+
+
+def _sums_dense(z: np.ndarray, a: np.ndarray, b: np.ndarray | None, sq_norms: bool) -> NoiseSums:
+    """The reductions over an in-memory ``(n, d)`` float32 block, accumulated in float64."""
+    z64 = z.astype(np.float64)
+    s1 = np.asarray(a, dtype=np.float64) @ z64
+    s2 = None if b is None else np.asarray(b, dtype=np.float64) @ (z64 * z64)
+    sq = np.einsum("ij,ij->i", z64, z64) if sq_norms else None
+    return NoiseSums(s1, s2, sq)
+
+
+def make_noise(kind: NoiseKind, dim: int, seed: int = 0, size: int | None = None) -> Noise:
+    """Build a noise source from its ``spec()``."""
+    if kind == "table":
+        return NoiseTable(dim, seed=seed, size=size)
+    if kind == "generator":
+        return NoiseGenerator(dim, seed=seed)
+    raise ValueError(f"noise kind must be 'table' or 'generator', got {kind!r}")

@@ -1,0 +1,75 @@
+"""What is scored: the ``Objective`` protocol, and analytic functions as an objective.
+
+An objective is built once per worker process from plain data (``make_objective(**spec)``),
+so the same spec builds it on the driver, in a serial evaluator, or in a Ray actor.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from esvo.core.noise import Noise
+from esvo.objectives.functions import FUNCTIONS
+from esvo.protocol import GenerationSpec, Results, Task
+
+
+class Objective(Protocol):
+    """Scores antithetic pairs of candidates named by perturbation ids."""
+
+    num_params: int
+    maximize: bool
+    obs_dim: int | None  # observation size for the normalizer; None without one
+
+    def initial_params(self, seed: int) -> np.ndarray:
+        """``theta0`` (float64 ``(num_params,)``), a pure function of the seed."""
+        ...
+
+    def evaluate(self, spec: GenerationSpec, task: Task, noise: Noise) -> Results:
+        """Scores ``spec.mean ± spec.sigma * z(id)`` for every pair of the task."""
+        ...
+
+    def evaluate_mean(self, spec: GenerationSpec, episodes: int) -> tuple[np.ndarray, int]:
+        """Scores ``spec.mean`` itself, without noise, over ``episodes`` episodes on fixed
+        seeds (a function of ``spec.seed`` only): ``(returns (episodes,), env steps)``."""
+        ...
+
+
+class FunctionObjective:
+    """An analytic test function of ``esvo.objectives.functions`` (minimized)."""
+
+    maximize = False
+    obs_dim = None
+
+    def __init__(self, name: str, dim: int, init: float = 1.0):
+        if name not in FUNCTIONS:
+            raise ValueError(f"function must be one of {sorted(FUNCTIONS)}, got {name!r}")
+        self.name, self.num_params, self.init = name, int(dim), float(init)
+        self.f = FUNCTIONS[name]
+
+    def initial_params(self, seed: int) -> np.ndarray:
+        return np.full(self.num_params, self.init)
+
+    def evaluate(self, spec: GenerationSpec, task: Task, noise: Noise) -> Results:
+        fitness = np.empty((len(task.ids), 2))
+        for k, pid in enumerate(task.ids):
+            step = spec.sigma * noise.get(int(pid))
+            fitness[k] = self.f(np.stack([spec.mean + step, spec.mean - step]))
+        return Results(
+            task.generation, task.indices, fitness, np.zeros((len(task.ids), 2), dtype=np.int64)
+        )
+
+    def evaluate_mean(self, spec: GenerationSpec, episodes: int) -> tuple[np.ndarray, int]:
+        return np.array([float(self.f(spec.mean))]), 0
+
+
+def make_objective(kind: str, **options) -> Objective:
+    """Build an objective from its plain-data spec (``kind`` plus options)."""
+    if kind == "function":
+        return FunctionObjective(**options)
+    if kind == "gym":
+        from esvo.objectives.gym import GymObjective  # gymnasium is imported only when used
+
+        return GymObjective(**options)
+    raise ValueError(f"objective kind must be 'function' or 'gym', got {kind!r}")

@@ -1,0 +1,115 @@
+"""The wire format between the driver and the evaluators (no Ray here).
+
+Per generation the driver publishes one ``GenerationSpec`` (the parameters once; with Ray, one
+``ray.put``), and hands out ``Task``s: small chunks of pair indices with their perturbation ids.
+A worker rebuilds each ``z`` from its id, scores ``mean + sigma z`` and ``mean - sigma z`` and
+sends back a ``Results`` of scalars: nothing of size ``d`` travels back.
+
+Results are keyed by pair index, so their concatenation is independent of how the pairs were
+chunked, which worker ran them, and in which order they finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from esvo.core.noise import Noise
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    """What every worker needs to score one generation (sent once per generation)."""
+
+    generation: int
+    mean: np.ndarray  # (d,) float64
+    sigma: np.ndarray  # () | (d,) float64
+    seed: int  # run seed: with (generation, pair index, episode) it seeds the environments
+    obs_mean: np.ndarray | None = None  # frozen observation normalizer (gym objectives)
+    obs_std: np.ndarray | None = None
+
+    def candidate(self, noise: Noise, pid: int, sign: int) -> np.ndarray:
+        """``mean + sign * sigma * z(pid)``, float64 ``(d,)``."""
+        return self.mean + sign * (self.sigma * noise.get(pid))
+
+
+@dataclass(frozen=True)
+class Task:
+    """A chunk of pairs: their indices in the population and their perturbation ids."""
+
+    generation: int
+    indices: np.ndarray  # (m,) int64
+    ids: np.ndarray  # (m,) uint64
+
+
+@dataclass(frozen=True)
+class ObsStats:
+    """Per-pair observation statistics of one chunk: count ``(m,)``, sum and sum of squares
+    ``(m, k)``. Kept per pair so that the driver sums them in pair-index order, whatever the
+    chunking: the normalizer is then independent of the number of workers, bit for bit."""
+
+    count: np.ndarray
+    sum: np.ndarray
+    sumsq: np.ndarray
+
+    def take(self, order: np.ndarray) -> ObsStats:
+        return ObsStats(self.count[order], self.sum[order], self.sumsq[order])
+
+    @staticmethod
+    def concat(parts: Sequence[ObsStats]) -> ObsStats:
+        return ObsStats(
+            np.concatenate([p.count for p in parts]),
+            np.concatenate([p.sum for p in parts]),
+            np.concatenate([p.sumsq for p in parts]),
+        )
+
+
+@dataclass(frozen=True)
+class Results:
+    """Scores of a chunk of pairs; column 0 is ``+z``, column 1 is ``-z``."""
+
+    generation: int
+    indices: np.ndarray  # (m,) int64
+    fitness: np.ndarray  # (m, 2) float64, raw (non-finite = failed)
+    steps: np.ndarray  # (m, 2) int64 environment steps (0 for analytic functions)
+    episodes: int = 0
+    obs_stats: ObsStats | None = None
+    failures: int = 0  # rollouts that raised; their fitness is NaN
+    errors: tuple[str, ...] = field(default_factory=tuple)  # first traceback(s), for the log
+
+    @staticmethod
+    def concat(parts: Sequence[Results]) -> Results:
+        """All parts, ordered by pair index."""
+        if not parts:
+            raise ValueError("no results to concatenate")
+        gens = {p.generation for p in parts}
+        if len(gens) != 1:
+            raise ValueError(f"results from several generations: {sorted(gens)}")
+        indices = np.concatenate([p.indices for p in parts])
+        order = np.argsort(indices, kind="stable")
+        indices = indices[order]
+        if np.any(np.diff(indices) == 0):
+            raise ValueError("a pair was scored twice")
+        return Results(
+            generation=parts[0].generation,
+            indices=indices,
+            fitness=np.concatenate([p.fitness for p in parts])[order],
+            steps=np.concatenate([p.steps for p in parts])[order],
+            episodes=sum(p.episodes for p in parts),
+            obs_stats=None
+            if any(p.obs_stats is None for p in parts)
+            else ObsStats.concat([p.obs_stats for p in parts]).take(order),
+            failures=sum(p.failures for p in parts),
+            errors=tuple(e for p in parts for e in p.errors)[:3],
+        )
+
+
+def chunk_tasks(generation: int, ids: np.ndarray, chunk_size: int) -> list[Task]:
+    """Split a generation's pairs into contiguous chunks of at most ``chunk_size`` pairs."""
+    n = len(ids)
+    return [
+        Task(generation, np.arange(i, min(i + chunk_size, n)), ids[i : i + chunk_size])
+        for i in range(0, n, max(1, chunk_size))
+    ]
