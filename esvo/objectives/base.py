@@ -6,6 +6,7 @@ so the same spec builds it on the driver, in a serial evaluator, or in a Ray act
 
 from __future__ import annotations
 
+import importlib
 from typing import Protocol
 
 import numpy as np
@@ -65,11 +66,23 @@ class FunctionObjective:
 
 
 def make_objective(kind: str, **options) -> Objective:
-    """Build an objective from its plain-data spec (``kind`` plus options)."""
+    """Build an objective from its plain-data spec (``kind`` plus options).
+
+    Kinds: ``function`` (``FunctionObjective``), ``gym`` (``GymObjective``), and ``python``:
+    ``target: "package.module:factory"`` called with the other options, for user objectives
+    (imported by name, so it works in every worker process).
+    """
     if kind == "function":
         return FunctionObjective(**options)
     if kind == "gym":
         from esvo.objectives.gym import GymObjective  # gymnasium is imported only when used
 
         return GymObjective(**options)
-    raise ValueError(f"objective kind must be 'function' or 'gym', got {kind!r}")
+    if kind == "python":
+        target = options.pop("target", None)
+        if not isinstance(target, str) or ":" not in target:
+            raise ValueError(f"objective target must be 'module:factory', got {target!r}")
+        module_name, _, attr = target.partition(":")
+        factory = getattr(importlib.import_module(module_name), attr)
+        return factory(**options)
+    raise ValueError(f"objective kind must be 'function', 'gym' or 'python', got {kind!r}")
