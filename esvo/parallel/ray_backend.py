@@ -1,0 +1,447 @@
+"""Ray evaluator: long-lived worker actors pull chunks of pairs (Salimans et al. 2017, §2.1).
+
+One generation is one round trip (style.md §8.3): the ``GenerationSpec`` goes into the object
+store once (``ray.put``) and every task carries its reference; tasks are small ``Task`` chunks
+(pair indices + ids) handed to whichever worker is free (``ray.wait``); workers return only
+``Results`` (scalars and per-pair observation statistics). A ``NoiseTable`` is put into the object
+store once per run and read zero-copy by every worker on a node; generator noise travels as its
+spec. Nothing of size ``d`` comes back.
+
+A worker that dies mid-generation (process killed, node lost) has its chunks re-queued to the
+others and is replaced by a fresh actor. Scores are keyed by pair index and seeds, so the
+generation's result is bit-identical to a run without the failure, and to a run with any number
+of workers. ``max_consecutive_failures`` losses in a row raise ``EvaluatorError``; every wait is
+bounded.
+
+Decisions (see the module's functions for details):
+
+- Ray is embedded by default (``num_cpus = num_workers``, dashboard off, usage stats off, Ray's
+  logs kept in its session directory rather than the terminal). ``address`` (or ``RAY_ADDRESS``,
+  as set by ``ray job submit``) joins an existing cluster. A Ray already initialized in the
+  process is reused and left running on ``close``.
+- Token authentication (Ray's default since 2.5x): an embedded Ray creates/uses
+  ``~/.ray/auth_token``. ``address="auto"`` enables it by itself when a token is found
+  (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``); an explicit ``host:port``
+  additionally needs ``RAY_AUTH_MODE=token`` (Ray never sends a token to an explicit address on
+  its own, and neither does esvo).
+- User modules (``kind: python`` objectives, module-prefixed gym ids) import in workers because
+  the actors' ``PYTHONPATH`` holds the driver's working directory and its non-installed
+  ``sys.path`` entries (an env var: no upload, unlike ``runtime_env.working_dir``).
+- BLAS/OpenMP pools are pinned to one thread per worker process (env vars in the actors'
+  ``runtime_env``, and ``threadpoolctl`` when installed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import ray
+from ray import exceptions as rex
+
+from esvo.core.noise import Noise, NoiseTable, make_noise
+from esvo.objectives.base import make_objective
+from esvo.protocol import GenerationSpec, Results, Task
+
+# One thread per worker process: workers are the parallelism, nested pools only oversubscribe.
+THREAD_ENV = {
+    var: "1"
+    for var in (
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        "BLIS_NUM_THREADS",
+        "VECLIB_MAXIMUM_THREADS",
+        "NUMEXPR_NUM_THREADS",
+    )
+}
+
+# Errors meaning "the worker (or its node, or a result object) is gone", not "the objective
+# raised": the chunk is re-queued and the actor replaced.
+LOST_ERRORS: tuple[type[Exception], ...] = (
+    rex.RayActorError,  # ActorDiedError, ActorUnavailableError
+    rex.WorkerCrashedError,
+    rex.ObjectLostError,  # OwnerDiedError, ObjectFetchTimedOutError, ...
+    rex.OutOfMemoryError,
+    rex.NodeDiedError,
+    rex.ActorUnschedulableError,
+    rex.RuntimeEnvSetupError,
+)
+
+_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+class EvaluatorError(RuntimeError):
+    """The evaluator gave up: too many consecutive worker failures, or workers never started."""
+
+
+class _Worker:
+    """The actor: builds its objective and noise once, then scores chunks."""
+
+    def __init__(self, objective_spec: dict, noise_spec: dict, table: np.ndarray | None):
+        with contextlib.suppress(ImportError):  # env vars already pin the pools; belt and braces
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(1)
+        self.objective = make_objective(**objective_spec)
+        if table is not None:  # read-only view of the object store: shared by the node's workers
+            self.noise: Noise = NoiseTable(
+                noise_spec["dim"], noise_spec.get("seed", 0), noise_spec.get("size"), table=table
+            )
+        else:
+            self.noise = make_noise(**noise_spec)
+
+    def info(self) -> tuple[int, str]:
+        return os.getpid(), ray.get_runtime_context().get_node_id()
+
+    def evaluate(self, spec: GenerationSpec, task) -> tuple[Results, float, float]:
+        """The chunk's results, with the wall and CPU seconds spent on them."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        results = self.objective.evaluate(spec, task, self.noise)
+        return results, time.perf_counter() - wall, time.process_time() - cpu
+
+    def evaluate_mean(self, spec: GenerationSpec, episodes: int) -> tuple[np.ndarray, int]:
+        return self.objective.evaluate_mean(spec, episodes)
+
+
+_RemoteWorker = ray.remote(_Worker)
+
+
+@dataclass
+class _Slot:
+    """One worker position: its current actor and the calls it has in flight."""
+
+    actor: ray.actor.ActorHandle
+    info_ref: ray.ObjectRef
+    inflight: list = field(default_factory=list)  # ObjectRefs, oldest first
+    busy_since: float | None = None  # start of the oldest in-flight call's turn
+
+
+def balanced_tasks(generation: int, ids: np.ndarray, num_chunks: int) -> list[Task]:
+    """``num_chunks`` contiguous chunks whose sizes differ by at most one.
+
+    Unlike fixed-size chunks (``chunk_tasks``), a small population still splits evenly over the
+    workers: 10 pairs on 2 workers x 4 chunks are 2,2,1,...,1 (5 + 5 per worker), not 2,2,2,2,2
+    (6 + 4); measured in scripts/bench_throughput.py (HalfCheetah, 10 pairs).
+    """
+    parts = np.array_split(np.arange(len(ids)), num_chunks)
+    return [Task(generation, p, ids[p[0] : p[-1] + 1]) for p in parts if len(p)]
+
+
+def wire_size(obj) -> int:
+    """Bytes of ``obj`` pickled as Ray ships it (protocol 5, arrays as out-of-band buffers)."""
+    buffers: list[pickle.PickleBuffer] = []
+    head = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    return len(head) + sum(b.raw().nbytes for b in buffers)
+
+
+def driver_pythonpath() -> str:
+    """The driver's working directory, then its ``sys.path`` entries that are not part of the
+    Python installation or of site-packages (e.g. a pytest rootdir): what workers need to import
+    the user's modules by name."""
+    installed = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    entries = [os.getcwd()]
+    for p in sys.path:
+        p = os.path.realpath(p or os.getcwd())
+        if not os.path.isdir(p) or "site-packages" in p or "dist-packages" in p:
+            continue
+        if any(p == q or p.startswith(q + os.sep) for q in installed):
+            continue
+        entries.append(p)
+    return os.pathsep.join(dict.fromkeys(entries))
+
+
+def actor_runtime_env(runtime_env: dict | None) -> dict:
+    """The workers' runtime_env: the user's, plus pinned threads and the driver's PYTHONPATH
+    (left out when the user ships code with ``working_dir``/``py_modules``); the user's env vars
+    win."""
+    user = dict(runtime_env or {})
+    env_vars = dict(THREAD_ENV)
+    if not ({"working_dir", "py_modules"} & user.keys()):
+        env_vars["PYTHONPATH"] = driver_pythonpath()
+    env_vars.update(user.get("env_vars") or {})
+    return {**user, "env_vars": env_vars}
+
+
+def connect(address: str | None, num_cpus: int | None, include_dashboard: bool) -> bool:
+    """Start or join Ray unless it is already initialized; True if this call did ``ray.init``."""
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        # A private in-process cluster: its token-auth notice is noise in the user's terminal.
+        auth_logger = logging.getLogger(_AUTH_LOGGER)
+        level = auth_logger.level
+        auth_logger.setLevel(logging.ERROR)
+        try:
+            ray.init(num_cpus=num_cpus, include_dashboard=include_dashboard, **quiet)
+        finally:
+            auth_logger.setLevel(level)
+        return True
+    try:
+        ray.init(address=address, **quiet)
+    except ConnectionError as e:
+        raise ConnectionError(
+            f"could not join the Ray cluster at {address or os.environ.get('RAY_ADDRESS')!r}: "
+            f"{e}. If the cluster uses token authentication (Ray's default), provide its token "
+            "(RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token) and, for an explicit "
+            "host:port, also set RAY_AUTH_MODE=token."
+        ) from e
+    return True
+
+
+def _summary(e: BaseException, limit: int = 300) -> str:
+    """Type, first line and (for a remote traceback) the last line, where the cause is."""
+    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    text = " ... ".join(dict.fromkeys(lines[:1] + lines[-1:]))
+    return f"{type(e).__name__}: {text[: 2 * limit]}"
+
+
+class RayEvaluator:
+    """Scores generations on long-lived Ray actors; implements ``esvo.parallel.Evaluator``.
+
+    Args:
+        objective_spec: plain data for ``make_objective``, built once in each worker.
+        noise_spec: plain data for ``make_noise`` (``Noise.spec()``), or a ``Noise`` (a
+            ``NoiseTable``'s array is then shared as is instead of being rebuilt).
+        num_workers: worker actors (1 CPU each); default all CPUs of the cluster (embedded: of
+            this machine).
+        address: ``None`` for an embedded local Ray (or ``RAY_ADDRESS`` if set); ``"auto"``,
+            ``"host:port"`` or ``"ray://host:port"`` to join a cluster.
+        chunks_per_worker: chunks per worker per generation (at most one pair each): load
+            balancing when episode lengths vary, against per-task overhead.
+        max_consecutive_failures: worker losses in a row before ``EvaluatorError``.
+        include_dashboard: start Ray's dashboard (embedded Ray only).
+        runtime_env: extra Ray runtime_env for the workers (their env vars win over esvo's).
+        task_timeout_s: a worker that returns nothing for this long is treated as lost.
+        startup_timeout_s: the first workers must be up within this time.
+    """
+
+    def __init__(
+        self,
+        objective_spec: dict,
+        noise_spec: dict | Noise,
+        num_workers: int | None = None,
+        address: str | None = None,
+        chunks_per_worker: int = 4,
+        max_consecutive_failures: int = 3,
+        include_dashboard: bool = False,
+        runtime_env: dict | None = None,
+        task_timeout_s: float = 600.0,
+        startup_timeout_s: float = 300.0,
+    ):
+        if num_workers is not None and num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+        if chunks_per_worker < 1 or max_consecutive_failures < 1:
+            raise ValueError("chunks_per_worker and max_consecutive_failures must be >= 1")
+        self.objective_spec = dict(objective_spec)
+        self.chunks_per_worker = int(chunks_per_worker)
+        self.max_consecutive_failures = int(max_consecutive_failures)
+        self.task_timeout_s = float(task_timeout_s)
+        self.last_stats: dict = {}
+        self._consecutive = 0
+        self._slots: list[_Slot] = []
+
+        table = None
+        if isinstance(noise_spec, NoiseTable):
+            table = noise_spec.table
+        if not isinstance(noise_spec, dict):
+            noise_spec = noise_spec.spec()
+        self.noise_spec = dict(noise_spec)
+        self._owns_ray = connect(
+            address, num_workers or os.cpu_count() or 1, include_dashboard=include_dashboard
+        )
+        try:
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+            self.num_workers = int(num_workers) if num_workers is not None else max(1, cpus)
+            self._runtime_env = actor_runtime_env(runtime_env)
+            self._table_ref = None
+            if self.noise_spec.get("kind") == "table":
+                if table is None:
+                    table = make_noise(**self.noise_spec).table
+                self._table_ref = ray.put(table)  # once per run; zero-copy per node
+                self.table_bytes = int(table.nbytes)
+            self._slots = [self._new_slot() for _ in range(self.num_workers)]
+            try:
+                ray.get([s.info_ref for s in self._slots], timeout=startup_timeout_s)
+            except rex.GetTimeoutError as e:
+                raise EvaluatorError(
+                    f"{self.num_workers} workers (1 CPU each) did not start within "
+                    f"{startup_timeout_s:.0f} s; the cluster has {cpus} CPUs"
+                ) from e
+            except LOST_ERRORS as e:
+                raise EvaluatorError(f"a worker failed to start: {_summary(e)}") from e
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ workers
+    def _new_slot(self) -> _Slot:
+        actor = _RemoteWorker.options(
+            num_cpus=1,
+            max_restarts=0,  # replaced by hand, so a loss is seen at once
+            max_task_retries=0,
+            scheduling_strategy="SPREAD",
+            runtime_env=self._runtime_env,
+        ).remote(self.objective_spec, self.noise_spec, self._table_ref)
+        return _Slot(actor, actor.info.remote())  # info first: answered as soon as it is up
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the current workers (waits for replacements to come up)."""
+        return [pid for pid, _ in ray.get([s.info_ref for s in self._slots], timeout=120)]
+
+    def node_ids(self) -> list[str]:
+        """Ray node ids of the current workers."""
+        return [node for _, node in ray.get([s.info_ref for s in self._slots], timeout=120)]
+
+    # ------------------------------------------------------------------ evaluation
+    def num_chunks(self, num_pairs: int) -> int:
+        return max(1, min(num_pairs, self.num_workers * self.chunks_per_worker))
+
+    def evaluate(self, spec: GenerationSpec, ids: np.ndarray) -> Results:
+        """Scores all pairs ``ids[k]``; results ordered by pair index."""
+        t0 = time.perf_counter()
+        spec_ref = ray.put(spec)  # once; every task gets the reference
+        tasks = balanced_tasks(spec.generation, np.asarray(ids), self.num_chunks(len(ids)))
+        out, stats = self._run([("evaluate", (spec_ref, t)) for t in tasks])
+        parts = [r for r, _, _ in out]
+        results = Results.concat(parts)
+        spec_bytes = wire_size(spec)
+        self.last_stats = {
+            "generation": spec.generation,
+            "num_pairs": len(ids),
+            "num_tasks": len(tasks),
+            "chunk_size": max(len(t.ids) for t in tasks),
+            "num_workers": self.num_workers,
+            "spec_bytes": spec_bytes,
+            "bytes_out": spec_bytes + sum(wire_size(t) for t in tasks),
+            "bytes_in": sum(wire_size(o) for o in out),
+            "env_steps": int(results.steps.sum()),
+            # summed over chunks; cpu < wall means the workers were starved of CPU
+            "worker_wall_s": sum(w for _, w, _ in out),
+            "worker_cpu_s": sum(c for _, _, c in out),
+            **stats,
+            "wall_s": time.perf_counter() - t0,
+        }
+        return results
+
+    def evaluate_mean(self, spec: GenerationSpec, episodes: int) -> tuple[np.ndarray, int]:
+        """``Objective.evaluate_mean`` on one worker: returns per episode, env steps."""
+        (out,), _ = self._run([("evaluate_mean", (ray.put(spec), int(episodes)))])
+        return out
+
+    def _run(self, calls: list[tuple[str, tuple]]) -> tuple[list, dict]:
+        """Runs ``getattr(actor, name).remote(*args)`` for every call on free workers.
+
+        Returns the values in call order and the loop's stats. A call whose worker is lost is
+        re-queued (front of the queue) and the worker replaced.
+        """
+        queue = deque(range(len(calls)))
+        values: list = [None] * len(calls)
+        done = 0
+        owner: dict[ray.ObjectRef, tuple[int, _Slot]] = {}
+        stats = {"retries": 0, "workers_lost": 0, "driver_wait_s": 0.0}
+        try:
+            while done < len(calls):
+                self._dispatch(calls, queue, owner)
+                t = time.perf_counter()
+                ready, _ = ray.wait(list(owner), num_returns=1, timeout=1.0)
+                stats["driver_wait_s"] += time.perf_counter() - t
+                for ref in ready:
+                    if ref not in owner:  # its worker was lost meanwhile
+                        continue
+                    j, slot = owner.pop(ref)
+                    slot.inflight.remove(ref)
+                    try:
+                        value = ray.get(ref, timeout=self.task_timeout_s)
+                    except LOST_ERRORS as e:
+                        queue.appendleft(j)
+                        stats["retries"] += 1
+                        self._lose(slot, e, queue, owner, stats)
+                        continue
+                    except rex.RayTaskError as e:  # the objective raised: retrying cannot help
+                        raise EvaluatorError(
+                            f"the objective raised in a worker ({calls[j][0]}): {e}"
+                        ) from e
+                    values[j] = value
+                    done += 1
+                    self._consecutive = 0
+                    slot.busy_since = time.monotonic() if slot.inflight else None
+                now = time.monotonic()
+                for slot in self._slots:
+                    if slot.busy_since is not None and now - slot.busy_since > self.task_timeout_s:
+                        err = TimeoutError(f"no result for {self.task_timeout_s:.0f} s")
+                        self._lose(slot, err, queue, owner, stats)
+        finally:
+            for slot in self._slots:  # anything still running is abandoned (results dropped)
+                slot.inflight.clear()
+                slot.busy_since = None
+        return values, stats
+
+    def _dispatch(self, calls, queue: deque, owner: dict) -> None:
+        """Hands queued calls to workers: two in flight per worker (hides the round trip) while
+        the queue is long, one near its end (so no chunk waits behind a slow one)."""
+        for depth in (1, 2):
+            for slot in self._slots:
+                if not queue or (depth == 2 and len(queue) <= self.num_workers):
+                    return
+                if len(slot.inflight) >= depth:
+                    continue
+                j = queue.popleft()
+                name, args = calls[j]
+                ref = getattr(slot.actor, name).remote(*args)
+                owner[ref] = (j, slot)
+                slot.inflight.append(ref)
+                if slot.busy_since is None:
+                    slot.busy_since = time.monotonic()
+
+    def _lose(self, slot: _Slot, err: BaseException, queue: deque, owner: dict, stats) -> None:
+        """Re-queues the slot's calls, replaces its actor; gives up after too many losses."""
+        for ref in reversed(slot.inflight):
+            queue.appendleft(owner.pop(ref)[0])
+            stats["retries"] += 1
+        slot.inflight.clear()
+        slot.busy_since = None
+        stats["workers_lost"] += 1
+        self._consecutive += 1
+        with contextlib.suppress(Exception):
+            ray.kill(slot.actor, no_restart=True)
+        fresh = self._new_slot()  # the pool stays whole, also after giving up
+        slot.actor, slot.info_ref = fresh.actor, fresh.info_ref
+        if self._consecutive >= self.max_consecutive_failures:
+            n, self._consecutive = self._consecutive, 0
+            raise EvaluatorError(
+                f"{n} consecutive worker failures, giving up (last: {_summary(err)}). "
+                "Workers died or stopped answering while scoring chunks; see the Ray logs of the "
+                "session for the cause (e.g. the objective crashing its process, out of memory, "
+                "lost nodes)."
+            ) from err
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Kills the workers; shuts Ray down only if this evaluator started (or joined) it."""
+        for slot in self._slots:
+            with contextlib.suppress(Exception):
+                ray.kill(slot.actor, no_restart=True)
+        self._slots = []
+        self._table_ref = None
+        if self._owns_ray and ray.is_initialized():
+            ray.shutdown()
+        self._owns_ray = False
+
+    def __enter__(self) -> RayEvaluator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+__all__ = ["LOST_ERRORS", "EvaluatorError", "RayEvaluator"]

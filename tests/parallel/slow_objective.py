@@ -1,0 +1,59 @@
+"""A test function objective that is slow, or blocks, or kills its own process, on demand.
+
+Built in workers by ``make_objective(kind="python", target="tests.parallel.slow_objective:make")``;
+its scores are those of ``FunctionObjective`` (the hooks only delay or crash).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from esvo.core.noise import Noise
+from esvo.objectives.base import FunctionObjective
+from esvo.protocol import GenerationSpec, Results, Task
+
+
+class SlowObjective(FunctionObjective):
+    """``FunctionObjective`` plus, per pair: a delay; at ``(block_generation, block_pair)`` the
+    first process to get there writes its pid to ``block_dir/blocked`` and waits (to be killed)
+    up to ``block_s``; at ``exit_pair`` (any generation) the process exits."""
+
+    def __init__(
+        self,
+        name: str = "sphere",
+        dim: int = 10,
+        delay_s: float = 0.0,
+        block_dir: str | None = None,
+        block_generation: int = 0,
+        block_pair: int = -1,
+        block_s: float = 60.0,
+        exit_pair: int = -1,
+    ):
+        super().__init__(name, dim)
+        self.delay_s, self.block_s, self.exit_pair = delay_s, block_s, exit_pair
+        self.block_dir = None if block_dir is None else Path(block_dir)
+        self.block_at = (block_generation, block_pair)
+
+    def evaluate(self, spec: GenerationSpec, task: Task, noise: Noise) -> Results:
+        for i in task.indices:
+            time.sleep(self.delay_s)
+            if i == self.exit_pair:
+                os._exit(3)
+            if self.block_dir is not None and (task.generation, i) == self.block_at:
+                self._block_once()
+        return super().evaluate(spec, task, noise)
+
+    def _block_once(self) -> None:
+        try:
+            fd = os.open(self.block_dir / "blocked", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:  # a re-run of the chunk: go on
+            return
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        time.sleep(self.block_s)
+
+
+def make(**options) -> SlowObjective:
+    return SlowObjective(**options)

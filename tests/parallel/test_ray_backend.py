@@ -1,0 +1,260 @@
+"""RayEvaluator on a real local Ray (2 CPUs): same trajectories as SerialEvaluator, bit for bit,
+with 1 or 2 workers, after a worker is killed mid-generation, and when joining a cluster."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from esvo.core import NoiseGenerator, NoiseTable, Strategy
+from esvo.core.running_stat import RunningStat
+from esvo.objectives.base import make_objective
+from esvo.parallel import SerialEvaluator
+from esvo.parallel.ray_backend import EvaluatorError, RayEvaluator
+from esvo.protocol import GenerationSpec
+
+pytestmark = pytest.mark.ray
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED = 7
+SPHERE = {"kind": "function", "name": "sphere", "dim": 20}
+CARTPOLE = {"kind": "gym", "env_id": "CartPole-v1", "policy": {"kind": "linear"}}
+SLOW = "tests.parallel.slow_objective:make"
+
+
+def make_strategy(objective_spec: dict, noise_kind: str = "generator", num_pairs: int = 12):
+    objective = make_objective(**objective_spec)
+    dim = objective.num_params
+    noise = NoiseTable(dim, seed=3, size=1 << 16) if noise_kind == "table" else NoiseGenerator(dim)
+    strategy = Strategy(
+        dim, maximize=objective.maximize, num_pairs=num_pairs, noise=noise, seed=SEED
+    )
+    return strategy, objective
+
+
+def trajectory(evaluator, objective_spec: dict, generations: int = 4, noise_kind="generator"):
+    """The trainer's loop in miniature (ask, evaluate, tell, merge obs stats): per generation
+    the arrays that must match bitwise, and the evaluator's stats."""
+    strategy, objective = make_strategy(objective_spec, noise_kind)
+    state = strategy.init(objective.initial_params(SEED))
+    obs = RunningStat.zeros(objective.obs_dim) if objective.obs_dim else None
+    arrays, stats = [], []
+    for _ in range(generations):
+        ask = strategy.ask(state)
+        spec = GenerationSpec(
+            state.generation,
+            state.mean,
+            state.sigma,
+            seed=SEED,
+            obs_mean=None if obs is None else obs.mean,
+            obs_std=None if obs is None else obs.std(),
+        )
+        results = evaluator.evaluate(spec, ask.ids)
+        state, _ = strategy.tell(state, ask, results.fitness)
+        row = [state.mean, state.sigma, results.fitness, results.steps]
+        if obs is not None:
+            s = results.obs_stats
+            obs = obs.merge_sums(s.count.sum(), s.sum.sum(axis=0), s.sumsq.sum(axis=0))
+            row += [obs.mean, obs.m2]
+        arrays.append(row)
+        stats.append(dict(getattr(evaluator, "last_stats", {})))
+    return arrays, stats
+
+
+def assert_bitwise(a, b):
+    assert len(a) == len(b)
+    for g, (row_a, row_b) in enumerate(zip(a, b, strict=True)):
+        for x, y in zip(row_a, row_b, strict=True):
+            assert x.dtype == y.dtype and x.shape == y.shape
+            assert np.array_equal(x, y), f"generation {g} differs"
+
+
+def serial_trajectory(objective_spec, noise_kind="generator", generations=4):
+    strategy, _ = make_strategy(objective_spec, noise_kind)
+    return trajectory(
+        SerialEvaluator(objective_spec, strategy.noise.spec()),
+        objective_spec,
+        generations,
+        noise_kind,
+    )[0]
+
+
+@pytest.mark.parametrize("noise_kind", ["generator", "table"])
+def test_function_serial_equals_ray_1_and_2_workers(ray_session, noise_kind):
+    expected = serial_trajectory(SPHERE, noise_kind)
+    strategy, _ = make_strategy(SPHERE, noise_kind)
+    for num_workers, chunks in [(1, 4), (2, 3)]:
+        with RayEvaluator(
+            SPHERE, strategy.noise.spec(), num_workers=num_workers, chunks_per_worker=chunks
+        ) as ev:
+            assert ev.num_workers == len(ev.worker_pids()) == num_workers
+            got, stats = trajectory(ev, SPHERE, noise_kind=noise_kind)
+            spec = GenerationSpec(0, got[-1][0], got[-1][1], seed=SEED)
+            mean_serial = SerialEvaluator(SPHERE, strategy.noise.spec()).evaluate_mean(spec, 1)
+            mean_ray = ev.evaluate_mean(spec, 1)
+            assert np.array_equal(mean_ray[0], mean_serial[0]) and mean_ray[1] == mean_serial[1]
+        assert_bitwise(expected, got)
+        last = stats[-1]
+        assert last["num_tasks"] == min(12, num_workers * chunks)
+        assert last["retries"] == 0
+        # one spec out (d floats), small ids out, scalars back: bounded independently of d
+        assert 0 < last["bytes_in"] < 12 * 2 * 2 * 8 + 2000 * last["num_tasks"]
+
+
+def test_cartpole_with_obs_stats_serial_equals_ray(ray_session):
+    pytest.importorskip("gymnasium")
+    expected = serial_trajectory(CARTPOLE, generations=3)
+    assert expected[-1][-2].any(), "observation statistics were not collected"
+    strategy, _ = make_strategy(CARTPOLE)
+    for num_workers in (1, 2):
+        with RayEvaluator(CARTPOLE, strategy.noise.spec(), num_workers=num_workers) as ev:
+            got, stats = trajectory(ev, CARTPOLE, generations=3)
+        assert_bitwise(expected, got)
+        assert stats[-1]["env_steps"] == int(got[-1][3].sum()) > 0
+
+
+def test_worker_killed_mid_generation_same_trajectory(ray_session, tmp_path):
+    spec = {
+        "kind": "python",
+        "target": SLOW,
+        "dim": 20,
+        "delay_s": 0.02,
+        "block_dir": str(tmp_path),
+        "block_generation": 1,
+        "block_pair": 4,  # the middle of chunk [3, 4, 5]
+    }
+    expected = serial_trajectory(SPHERE, generations=3)
+    strategy, _ = make_strategy(SPHERE)
+    killed: list[int] = []
+
+    def kill_blocked_worker():  # the worker scoring pair 4 of generation 1 waits to be killed
+        marker = tmp_path / "blocked"
+        deadline = time.monotonic() + 120
+        while not marker.exists() or not marker.read_text():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
+        pid = int(marker.read_text())
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    with RayEvaluator(spec, strategy.noise.spec(), num_workers=2, chunks_per_worker=2) as ev:
+        killer = threading.Thread(target=kill_blocked_worker, daemon=True)
+        killer.start()
+        got, stats = trajectory(ev, spec, generations=3)
+        killer.join(timeout=5)
+        pids = ev.worker_pids()
+    assert killed, "the blocking pair was never reached"
+    assert killed[0] not in pids and len(pids) == 2
+    assert stats[1]["workers_lost"] == 1 and stats[1]["retries"] >= 1
+    assert stats[0]["workers_lost"] == stats[2]["workers_lost"] == 0
+    assert_bitwise(expected, got)
+
+
+def test_consecutive_failures_raise_instead_of_hanging(ray_session):
+    spec = {"kind": "python", "target": SLOW, "dim": 4, "exit_pair": 1}
+    noise = {"kind": "generator", "dim": 4, "seed": 0}
+    gen = GenerationSpec(0, np.zeros(4), np.full(4, 0.1), seed=0)
+    with RayEvaluator(spec, noise, num_workers=2, chunks_per_worker=1) as ev:
+        with pytest.raises(EvaluatorError, match="3 consecutive worker failures"):
+            ev.evaluate(gen, np.arange(4, dtype=np.uint64))
+        assert len(ev.worker_pids()) == 2  # the pool was refilled
+
+
+def test_bad_objective_fails_at_start(ray_session):
+    bad = {"kind": "function", "name": "no_such_function", "dim": 3}
+    with pytest.raises(EvaluatorError, match="no_such_function"):
+        RayEvaluator(bad, {"kind": "generator", "dim": 3}, num_workers=1)
+
+
+# ---------------------------------------------------------------------- joining a cluster
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _kill_group(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
+    """SIGTERM the process group we started, SIGKILL what is left after ``grace_s`` (the
+    blocking `ray start` and the GCS ignore SIGTERM)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            proc.poll()  # reap the leader, or the group never looks empty
+            os.killpg(proc.pid, 0)  # raises once the whole group is gone
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def local_cluster():
+    """``ray start --head --block`` in its own process group, temp dir and auth token (so it
+    touches neither ~/.ray nor other clusters on the machine); killed by process group."""
+    tmp = tempfile.mkdtemp(prefix="esvo-ray-", dir="/tmp")  # short: Ray's socket paths
+    env = {
+        **os.environ,
+        "RAY_TMPDIR": tmp,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    env.pop("RAY_ADDRESS", None)
+    cmd = [
+        str(Path(sys.executable).with_name("ray")),
+        "start",
+        "--head",
+        "--block",
+        f"--port={_free_port()}",
+        "--num-cpus=2",
+        "--disable-usage-stats",
+        "--include-dashboard=false",
+    ]
+    head = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=tmp,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    address_file = Path(tmp, "ray", "ray_current_cluster")
+    try:
+        deadline = time.monotonic() + 90
+        while not (address_file.exists() and address_file.read_text().strip()):
+            assert head.poll() is None, "ray start exited"
+            assert time.monotonic() < deadline, "ray start did not come up"
+            time.sleep(0.2)
+        yield address_file.read_text().strip(), env
+    finally:
+        _kill_group(head)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_join_running_cluster_auto_and_explicit(local_cluster):
+    # A fresh process: this one may hold the session's embedded Ray (one ray.init per process).
+    address, env = local_cluster
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.parallel.join_cluster", "auto", address],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"OK auto 1\nOK {address} 1\n" in out.stdout
