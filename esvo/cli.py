@@ -1,0 +1,250 @@
+"""The ``esvo`` command: train, resume, evaluate, plot and validate experiments.
+
+Exit codes: 0 success; 1 the run failed (``TrainingError``) or could not finish; 2 bad input
+(arguments, config, objective, run directory), reported as one line on stderr before anything
+is created; ``128 + signal`` when training was interrupted (the trainer checkpoints first).
+
+Heavy modules (Ray, gymnasium, matplotlib) are imported only by the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from esvo.config import Config, ConfigError, dump_config, load_config
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class _UsageError(Exception):
+    """Bad input found by a command: printed as one line, exit code 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``esvo`` command line.
+
+    Args:
+        argv: the arguments without the program name (default ``sys.argv[1:]``).
+
+    Returns:
+        The process exit code.
+    """
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or argparse's own usage error (exit 2)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_USAGE)
+    try:
+        return args.func(args)
+    except (_UsageError, ConfigError) as e:
+        _error(args.command, e)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"esvo {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="esvo", description="Distributed evolution strategies (natural-gradient ES on Ray)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def overrides(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config key, e.g. --set strategy.num_pairs=8 (value parsed as YAML)",
+        )
+
+    p = sub.add_parser("train", help="train from a config file into a new run directory")
+    p.add_argument("config", type=Path, help="experiment YAML file")
+    overrides(p)
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="parent directory of runs (default: run.out_dir); the run goes to DIR/<name>/<time>",
+    )
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("resume", help="continue a run from its latest checkpoint")
+    p.add_argument("run_dir", type=Path, help="a run directory written by 'esvo train'")
+    p.set_defaults(func=_resume)
+
+    p = sub.add_parser("eval", help="run an exported policy (gym objectives)")
+    p.add_argument(
+        "path", type=Path, help="run directory (uses policy/best, else policy/latest) or policy"
+    )
+    p.add_argument("--episodes", type=_positive_int, default=10, help="episodes (default 10)")
+    p.add_argument("--seed", type=_nonnegative_int, default=0, help="evaluation seed (default 0)")
+    p.add_argument("--video", type=Path, default=None, metavar="FILE", help="record to FILE.mp4")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("plot", help="plot the learning curves of one or more runs")
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", type=Path, default=None, metavar="FILE", help="the PNG to write")
+    p.set_defaults(func=_plot)
+
+    p = sub.add_parser("validate", help="check a config and print it fully resolved")
+    p.add_argument("config", type=Path, help="experiment YAML file")
+    overrides(p)
+    p.set_defaults(func=_validate)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _error(command: str, e: BaseException) -> None:
+    message = " ".join(str(e).split()) or type(e).__name__  # always one line
+    print(f"esvo {command}: error: {message}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------- config checks
+
+
+def _load_checked(path: Path, overrides: Sequence[str]) -> Config:
+    """Load and validate a config, then build its objective once (unknown env id, unsupported
+    spaces, a python target that does not import): everything short of running it."""
+    cfg = load_config(path, overrides)
+    _check_objective(cfg, str(path))
+    return cfg
+
+
+def _check_objective(cfg: Config, source: str) -> None:
+    from esvo.objectives.base import make_objective
+
+    obj = cfg.objective
+    errors: tuple[type[Exception], ...] = (ValueError,)
+    if obj.kind == "python":  # user code: it may fail to import or to accept the options
+        errors = (ValueError, ImportError, AttributeError, TypeError)
+    try:
+        objective = make_objective(**obj.to_spec())
+    except errors as e:
+        if obj.kind == "gym":
+            where = f"objective.env_id = {obj.env_id!r}"  # type: ignore[union-attr]
+        elif obj.kind == "python":
+            where = f"objective.target = {obj.target!r}"  # type: ignore[union-attr]
+        else:
+            where = f"objective.name = {obj.name!r}"  # type: ignore[union-attr]
+        raise _UsageError(f"{source}: {where}: {type(e).__name__}: {e}") from None
+    close = getattr(objective, "close", None)
+    if callable(close):
+        close()
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def _train(args: argparse.Namespace) -> int:
+    cfg = _load_checked(args.config, args.overrides)
+    from esvo.trainer import TrainingError, new_run_dir, train
+
+    run_dir = new_run_dir(cfg, args.out)
+    try:
+        result = train(cfg, run_dir)
+    except TrainingError as e:
+        _error(args.command, e)
+        return EXIT_FAILED
+    return result.exit_code
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from esvo.trainer import CONFIG_FILE, TrainingError, resume
+
+    run_dir: Path = args.run_dir
+    if not run_dir.is_dir():
+        raise _UsageError(f"{run_dir}: no such run directory")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise _UsageError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
+    _load_checked(run_dir / CONFIG_FILE, ())
+    try:
+        result = resume(run_dir)
+    except TrainingError as e:
+        _error(args.command, e)
+        return EXIT_FAILED
+    return result.exit_code
+
+
+def _policy_file(path: Path) -> Path:
+    """A policy file, or a run directory's ``policy/best.npz`` (else ``policy/latest.npz``)."""
+    if path.is_dir():
+        for name in ("best", "latest"):
+            candidate = path / "policy" / f"{name}.npz"
+            if candidate.is_file():
+                return candidate
+        if (path / "policy.json").is_file():  # an exported policy directory
+            return path
+        raise _UsageError(f"{path}: no policy/best.npz or policy/latest.npz (a gym run?)")
+    if not path.is_file():
+        raise _UsageError(f"{path}: no such run directory or policy file")
+    return path
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from esvo.objectives.gym import load_policy, run_episodes
+
+    path = _policy_file(args.path)
+    try:
+        policy = load_policy(path)
+    except (OSError, ValueError, KeyError) as e:
+        raise _UsageError(f"{path}: cannot load the policy: {type(e).__name__}: {e}") from None
+    video = None if args.video is None else str(args.video)
+    try:
+        returns, steps = run_episodes(policy, args.episodes, args.seed, video)
+    except RuntimeError as e:  # e.g. --video without moviepy
+        _error(args.command, e)
+        return EXIT_FAILED
+    returns = np.asarray(returns, dtype=np.float64)
+    print(
+        f"{policy.env.env_id}: return {returns.mean():.2f} ± {returns.std():.2f} over "
+        f"{returns.size} episodes (min {returns.min():.2f}, max {returns.max():.2f}; "
+        f"{steps} steps) [{path}]"
+    )
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    missing = [str(d) for d in args.run_dirs if not (d / "metrics.jsonl").is_file()]
+    if missing:
+        raise _UsageError(f"no metrics.jsonl in: {', '.join(missing)}")
+    from esvo.plot import plot_runs
+
+    try:
+        out = plot_runs(args.run_dirs, args.out)
+    except ValueError as e:
+        raise _UsageError(str(e)) from None
+    print(out)
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    cfg = _load_checked(args.config, args.overrides)
+    sys.stdout.write(dump_config(cfg))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

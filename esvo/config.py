@@ -1,0 +1,787 @@
+"""Experiment configs: one YAML file per experiment, loaded into frozen dataclasses.
+
+Every key is optional except the objective's (``env_id``, ``name`` or ``target``); each field below
+documents its default and its allowed values. Everything is checked before anything runs: unknown
+keys (with a "did you mean"), wrong types (``true`` is not an integer, ``1.5`` is not an integer, an
+integer is a valid float), out-of-range values and a few cross-field rules all raise a
+``ConfigError`` that names the file, the key path, the value and what is allowed.
+
+``--set key.path=value`` overrides are applied to the YAML data before validation; the value is
+parsed as YAML (``8`` is an int, ``null`` is None). YAML is read as YAML 1.2 reads numbers (``1e-3``
+is a float, not a string) and a key repeated in one mapping is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import yaml
+
+from esvo.core.distributions import DISTRIBUTIONS
+from esvo.core.optimizers import OPTIMIZERS, Optimizer, make_optimizer
+from esvo.core.shaping import SHAPINGS
+from esvo.objectives.functions import FUNCTIONS
+
+__all__ = [
+    "CheckpointConfig",
+    "Config",
+    "ConfigError",
+    "EvaluationConfig",
+    "FunctionObjectiveConfig",
+    "GymObjectiveConfig",
+    "LoggingConfig",
+    "ObjectiveConfig",
+    "OptimizerConfig",
+    "ParallelConfig",
+    "PolicyConfig",
+    "PythonObjectiveConfig",
+    "RunConfig",
+    "StrategyConfig",
+    "config_from_dict",
+    "dump_config",
+    "load_config",
+    "parse_override",
+]
+
+
+class ConfigError(ValueError):
+    """A config that cannot run. ``str(e)`` is one line naming the source and the key.
+
+    Attributes:
+        source: the file, ``"--set k=v"`` for an override, or ``"<dict>"``.
+        key: dotted key path (``"strategy.num_pairs"``); ``""`` for the file as a whole.
+        value: the offending value (None when there is none, e.g. a missing key).
+        allowed: what would have been accepted, in words.
+    """
+
+    def __init__(self, source: str, key: str, value: Any, allowed: str, problem: str | None = None):
+        self.source, self.key, self.value, self.allowed = source, key, value, allowed
+        self.problem = problem
+        if problem is None:
+            problem = f"{key} = {_show(value)} is invalid; expected {allowed}"
+        super().__init__(f"{source}: {problem}")
+
+    def __reduce__(self):
+        return type(self), (self.source, self.key, self.value, self.allowed, self.problem)
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    text = repr(value).replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------- field constraints
+# Constraints live in the field metadata and are read by the parser: bounds (ge/gt/le/lt) for
+# numbers and the items of a tuple, `choices` for strings, `pattern` (regex, description).
+
+
+def _f(default: Any = dataclasses.MISSING, **meta: Any) -> Any:
+    return field(default=default, metadata=meta)
+
+
+_NAME = (r"[A-Za-z0-9][A-Za-z0-9._-]*", "a name of letters, digits, '.', '_' or '-'")
+_ADDRESS = (r"auto|(ray://)?[A-Za-z0-9._-]+:[0-9]{1,5}", "'auto', 'host:port' or 'ray://host:port'")
+_TARGET = (r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", "'package.module:factory'")
+_NONEMPTY = (r"\S.*", "a non-empty string")
+
+# ---------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """When a run stops, where it is written, and its seed."""
+
+    name: str = _f("run", pattern=_NAME)
+    """experiment name; the run directory is ``<out_dir>/<name>/<timestamp>``"""
+    seed: int = _f(0, ge=0)
+    """run seed: with (generation, pair index) it names every perturbation and env seed"""
+    generations: int | None = _f(100, ge=1)
+    """stop after this many generations (null: no limit)"""
+    max_env_steps: int | None = _f(None, ge=1)
+    """stop after this many training env steps (null: no limit)"""
+    max_wall_s: float | None = _f(None, gt=0)
+    """stop after this many seconds of wall time (null: no limit)"""
+    target: float | None = None
+    """stop when reached (gym/python: ``eval_return_mean >= target``; function: ``f <= target``)"""
+    max_failure_rate: float = _f(0.1, ge=0, le=1)
+    """fraction of failed rollouts in a generation above which the run stops with an error"""
+    out_dir: str = _f("runs", pattern=_NONEMPTY)
+    """parent directory of the runs (``esvo train --out`` replaces it)"""
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The policy network of a gym objective (observation -> action)."""
+
+    kind: Literal["linear", "mlp"] = "linear"
+    """``linear`` (ARS-style ``W obs + b``) or ``mlp``"""
+    hidden_sizes: tuple[int, ...] = _f((64, 64), ge=1)
+    """hidden layer widths of the mlp"""
+    activation: Literal["tanh", "relu"] = "tanh"
+    """hidden activation of the mlp"""
+    bias: bool = True
+    """whether layers have a bias"""
+
+
+@dataclass(frozen=True)
+class GymObjectiveConfig:
+    """A gymnasium environment: fitness is the episode return of a policy (maximized)."""
+
+    kind: ClassVar[str] = "gym"
+    env_id: str = _f(pattern=_NONEMPTY)
+    """gymnasium id (``CartPole-v1``, or ``module:Env-v0`` to import the module first); required"""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """keyword arguments of ``gymnasium.make``"""
+    max_episode_steps: int | None = _f(None, ge=1)
+    """episode step limit (null: the env's own)"""
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    """the policy network"""
+    discrete_action: Literal["argmax", "sample"] = "argmax"
+    """how logits become a Discrete action"""
+    box_action: Literal["clip", "tanh"] = "clip"
+    """how outputs are mapped into a Box action space"""
+    episodes_per_eval: int = _f(1, ge=1)
+    """episodes averaged per candidate"""
+    reward_shift: float = 0.0
+    """added to every step's reward during training (ARS's survival-bonus removal)"""
+    action_noise: float = _f(0.0, ge=0)
+    """std of Gaussian noise added to actions during training"""
+    obs_norm: bool = True
+    """normalize observations with running statistics"""
+    obs_norm_prob: float = _f(1.0, gt=0, le=1)
+    """fraction of rollouts whose observations update the statistics"""
+    obs_clip: float = _f(5.0, gt=0)
+    """normalized observations are clipped to ``±obs_clip``"""
+    obs_std_floor: float = _f(0.01, gt=0)
+    """lower bound on the observation std used for normalization"""
+    lockstep: int = _f(8, ge=1)
+    """environments stepped together per worker (batched policy forward)"""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **_plain_fields(self)}
+
+    def to_spec(self) -> dict[str, Any]:
+        """Arguments of ``esvo.objectives.base.make_objective``."""
+        return self.to_dict()
+
+
+@dataclass(frozen=True)
+class FunctionObjectiveConfig:
+    """An analytic test function of ``esvo.objectives.functions`` (minimized)."""
+
+    kind: ClassVar[str] = "function"
+    name: str = _f(choices=tuple(FUNCTIONS))
+    """the function; required"""
+    dim: int = _f(10, ge=1)
+    """number of parameters (default 10; himmelblau: 2, rosenbrock: >= 2)"""
+    init: float = 1.0
+    """every coordinate of the initial mean"""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **_plain_fields(self)}
+
+    def to_spec(self) -> dict[str, Any]:
+        """Arguments of ``esvo.objectives.base.make_objective``."""
+        return self.to_dict()
+
+
+@dataclass(frozen=True)
+class PythonObjectiveConfig:
+    """A user objective: ``target`` names a factory called with ``options``."""
+
+    kind: ClassVar[str] = "python"
+    target: str = _f(pattern=_TARGET)
+    """``"package.module:factory"``; required"""
+    options: dict[str, Any] = field(default_factory=dict)
+    """every other key of the section, passed to the factory as-is"""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "target": self.target, **_plain(self.options)}
+
+    def to_spec(self) -> dict[str, Any]:
+        """Arguments of ``esvo.objectives.base.make_objective``."""
+        return self.to_dict()
+
+
+ObjectiveConfig = GymObjectiveConfig | FunctionObjectiveConfig | PythonObjectiveConfig
+_OBJECTIVES: dict[str, type] = {
+    c.kind: c for c in (GymObjectiveConfig, FunctionObjectiveConfig, PythonObjectiveConfig)
+}
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """The search distribution and its update (arguments of ``esvo.core.Strategy``)."""
+
+    distribution: str = _f("separable", choices=tuple(DISTRIBUTIONS))
+    """``isotropic`` (one sigma) or ``separable`` (one sigma per parameter)"""
+    num_pairs: int | None = _f(None, ge=1)
+    """antithetic pairs per generation, population ``2 * num_pairs`` (null: NES default from d)"""
+    sigma_init: float = _f(0.1, gt=0)
+    """initial sigma"""
+    sigma_lr: float | None = _f(None, ge=0)
+    """log-sigma learning rate (null: NES default; 0: fixed sigma as in OpenAI-ES)"""
+    sigma_min: float = _f(1.0e-12, gt=0)
+    """lower clamp on sigma"""
+    sigma_max: float = _f(1.0e6, gt=0)
+    """upper clamp on sigma (> sigma_min)"""
+    sigma_max_change: float = _f(1.0, gt=0)
+    """per step ``|log(sigma'/sigma)| <= log(1 + sigma_max_change)``"""
+    shaping: str = _f("centered_ranks", choices=tuple(SHAPINGS))
+    """fitness shaping"""
+    weight_decay: float = _f(0.0, ge=0)
+    """L2 coefficient: ``g <- g - weight_decay * mean``"""
+    maximize: bool | None = None
+    """direction (null: from the objective; gym/python maximize, functions minimize)"""
+    noise: Literal["auto", "table", "generator"] = "auto"
+    """noise source (auto: chosen by d)"""
+    noise_table_size: int | None = _f(None, ge=1)
+    """float32 entries of the noise table (null: default from d)"""
+    noise_seed: int = _f(0, ge=0)
+    """seed of the noise table"""
+
+
+# Ranges of optimizer options by name (their types come from the optimizer's dataclass).
+_OPTIMIZER_BOUNDS: dict[str, dict[str, float]] = {
+    "lr": {"gt": 0},
+    "momentum": {"ge": 0, "lt": 1},
+    "beta1": {"ge": 0, "lt": 1},
+    "beta2": {"ge": 0, "lt": 1},
+    "rho": {"ge": 0, "lt": 1},
+    "eps": {"gt": 0},
+    "max_speed": {"gt": 0},
+}
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """The optimizer on the mean's natural gradient and its options (defaults filled in)."""
+
+    kind: str = _f("adam", choices=tuple(OPTIMIZERS))
+    """optimizer name in ``esvo.core.optimizers.OPTIMIZERS``"""
+    options: dict[str, float | None] = field(default_factory=dict)
+    """the optimizer's dataclass fields (``lr``, ``momentum``, ...), written flat in YAML"""
+
+    def build(self) -> Optimizer:
+        """The optimizer (``esvo.core.optimizers.make_optimizer``)."""
+        return make_optimizer(self.kind, **self.options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **self.options}
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    """Where candidates are scored."""
+
+    backend: Literal["ray", "serial"] = "ray"
+    """``ray`` (actors) or ``serial`` (in the driver)"""
+    num_workers: int | None = _f(None, ge=1)
+    """Ray evaluator actors (null: all cores)"""
+    address: str | None = _f(None, pattern=_ADDRESS)
+    """Ray cluster (null: an embedded local Ray)"""
+    chunks_per_worker: int = _f(4, ge=1)
+    """tasks per worker and generation (smaller chunks balance load)"""
+    max_consecutive_failures: int = _f(3, ge=1)
+    """consecutive failed generations before the run stops with an error"""
+    dashboard: bool = False
+    """start the Ray dashboard"""
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Noise-free evaluation of the mean."""
+
+    every: int = _f(10, ge=0)
+    """generations between evaluations (0: only at the end)"""
+    episodes: int = _f(10, ge=1)
+    """episodes per evaluation"""
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """Checkpoints of the run."""
+
+    every: int = _f(10, ge=1)
+    """generations between checkpoints"""
+    keep: int = _f(3, ge=1)
+    """most recent checkpoints kept (plus the best)"""
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """What is printed and logged besides ``metrics.jsonl``."""
+
+    progress: Literal["auto", "tty", "plain", "none"] = "auto"
+    """progress display (auto: tty on a terminal, else plain)"""
+    tensorboard: bool = False
+    """also write TensorBoard event files"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """One experiment."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    """stopping, seed, output"""
+    objective: ObjectiveConfig
+    """what is optimized"""
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    """search distribution"""
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    """optimizer on the mean"""
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    """evaluators"""
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    """evaluation of the mean"""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """checkpoints"""
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """progress and loggers"""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (dicts, lists, scalars); ``config_from_dict(cfg.to_dict()) == cfg``."""
+        return _plain_fields(self)
+
+
+# ---------------------------------------------------------------------------- to plain data
+
+
+def _plain(obj: Any) -> Any:
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if dataclasses.is_dataclass(obj):
+        return _plain_fields(obj)
+    if isinstance(obj, Mapping):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _plain_fields(obj: Any) -> dict[str, Any]:
+    return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+
+
+def dump_config(cfg: Config) -> str:
+    """YAML text of ``cfg.to_dict()`` (sections in schema order)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
+
+
+# ---------------------------------------------------------------------------- YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads ``1e-3`` as a float (YAML 1.2) and rejects repeated keys."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"repeated key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _load_yaml(text: str, source: str, key: str = "") -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = f"{key}: " if key else ""
+        problem = f"{what}invalid YAML{where}: {e.problem or e.context}"
+        raise ConfigError(source, key, text, "valid YAML", problem) from None
+    except yaml.YAMLError as e:
+        problem = f"invalid YAML: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        raise ConfigError(source, key, text, "valid YAML", problem) from None
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Load, override and validate a config file.
+
+    Args:
+        path: the YAML file.
+        overrides: ``"key.path=value"`` strings, applied in order; values are parsed as YAML.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: the file cannot be read or parsed, or the config is invalid.
+    """
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(source, "", None, "an existing file", "file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        problem = f"cannot read: {e.strerror if isinstance(e, OSError) else e}"
+        raise ConfigError(source, "", None, "a readable UTF-8 file", problem) from None
+    data = _load_yaml(text, source)
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        problem = f"the top level is a {type(data).__name__}; expected a mapping of sections"
+        raise ConfigError(source, "", data, "a mapping", problem)
+    data = dict(data)
+    applied: list[tuple[tuple[str, ...], str]] = []
+    for text_override in overrides:
+        keys, value = parse_override(text_override)
+        _set_path(data, keys, value, f"--set {text_override}")
+        applied.append((keys, f"--set {text_override}"))
+    try:
+        return config_from_dict(data, source)
+    except ConfigError as e:
+        # An error at or below an overridden path is reported against the override.
+        for keys, origin in reversed(applied):
+            if _is_prefix(keys, e.key):
+                raise ConfigError(origin, e.key, e.value, e.allowed, e.problem) from None
+        raise
+
+
+def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
+    """``"a.b=value"`` -> ``(("a", "b"), value parsed as YAML)``; raises ``ConfigError``."""
+    source = f"--set {text}"
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep:
+        problem = f"{text!r} is not key.path=value (e.g. strategy.num_pairs=8)"
+        raise ConfigError(source, key, text, "key.path=value", problem)
+    keys = tuple(key.split("."))
+    if not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k) for k in keys):
+        problem = f"bad key path {key!r}; expected dot-separated names like strategy.num_pairs"
+        raise ConfigError(source, key, key, "key.path", problem)
+    return keys, _load_yaml(raw, source, key)
+
+
+def _set_path(data: dict, keys: tuple[str, ...], value: Any, source: str) -> None:
+    node = data
+    for i, k in enumerate(keys[:-1]):
+        child = node.get(k)
+        if child is None:
+            child = node[k] = {}
+        elif isinstance(child, Mapping):
+            child = node[k] = dict(child)
+        else:
+            path = ".".join(keys[: i + 1])
+            problem = f"cannot set {'.'.join(keys)}: {path} = {_show(child)} is not a section"
+            raise ConfigError(source, ".".join(keys), child, "a key inside a section", problem)
+        node = child
+    node[keys[-1]] = value
+
+
+def _is_prefix(keys: tuple[str, ...], key: str) -> bool:
+    parts = re.split(r"[.\[]", key)
+    return tuple(parts[: len(keys)]) == keys or tuple(keys[: len(parts)]) == tuple(parts)
+
+
+def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
+    """Validate plain data (as read from YAML) into a ``Config``.
+
+    Args:
+        data: the sections; missing keys take their defaults.
+        source: names the origin in error messages.
+
+    Raises:
+        ConfigError: the first problem found.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            source, "", data, "a mapping of sections", "expected a mapping of sections"
+        )
+    _check_keys(data, [f.name for f in dataclasses.fields(Config)], "", source)
+    sections: dict[str, Any] = {}
+    for f in dataclasses.fields(Config):
+        value = data.get(f.name)
+        if f.name == "objective":
+            sections[f.name] = _parse_objective(value, source)
+        elif f.name == "optimizer":
+            sections[f.name] = _parse_optimizer(value, source)
+        else:
+            sections[f.name] = _parse_section(_SECTIONS[f.name], value, f.name, source)
+    cfg = Config(**sections)
+    _check_cross_fields(cfg, source)
+    return cfg
+
+
+_SECTIONS: dict[str, type] = {
+    "run": RunConfig,
+    "strategy": StrategyConfig,
+    "parallel": ParallelConfig,
+    "evaluation": EvaluationConfig,
+    "checkpoint": CheckpointConfig,
+    "logging": LoggingConfig,
+}
+
+
+def _check_cross_fields(cfg: Config, source: str) -> None:
+    run, strategy, obj = cfg.run, cfg.strategy, cfg.objective
+    if run.generations is None and run.max_env_steps is None and run.max_wall_s is None:
+        problem = (
+            "run.generations, run.max_env_steps and run.max_wall_s are all null: "
+            "set at least one stop condition"
+        )
+        raise ConfigError(source, "run.generations", None, "at least one stop condition", problem)
+    if strategy.sigma_max <= strategy.sigma_min:
+        allowed = f"a number > strategy.sigma_min = {strategy.sigma_min!r}"
+        raise ConfigError(source, "strategy.sigma_max", strategy.sigma_max, allowed)
+    if isinstance(obj, FunctionObjectiveConfig):
+        if obj.name == "himmelblau" and obj.dim != 2:
+            raise ConfigError(source, "objective.dim", obj.dim, "2 (himmelblau is 2-D)")
+        if obj.name == "rosenbrock" and obj.dim < 2:
+            raise ConfigError(source, "objective.dim", obj.dim, "an integer >= 2 for rosenbrock")
+
+
+def _parse_objective(data: Any, source: str) -> ObjectiveConfig:
+    data = _mapping(data, "objective", source)
+    kind = _parse_value(
+        Literal["gym", "function", "python"], data.get("kind", "gym"), "objective.kind", source, {}
+    )
+    cls = _OBJECTIVES[kind]
+    rest = {k: v for k, v in data.items() if k != "kind"}
+    if cls is PythonObjectiveConfig:
+        _check_str_keys(rest, "objective", source)
+        if "target" not in rest:
+            raise _missing("objective.target", _TARGET[1], source)
+        target = _parse_value(
+            str, rest.pop("target"), "objective.target", source, {"pattern": _TARGET}
+        )
+        return PythonObjectiveConfig(target=target, options=rest)
+    if cls is FunctionObjectiveConfig and "dim" not in rest and rest.get("name") == "himmelblau":
+        rest["dim"] = 2
+    what = f"key for objective kind {kind!r}:"
+    return _parse_section(cls, rest, "objective", source, extra_keys=("kind",), what=what)
+
+
+def _parse_optimizer(data: Any, source: str) -> OptimizerConfig:
+    data = _mapping(data, "optimizer", source)
+    kind_field = next(f for f in dataclasses.fields(OptimizerConfig) if f.name == "kind")
+    kind = _parse_value(
+        str, data.get("kind", "adam"), "optimizer.kind", source, kind_field.metadata
+    )
+    cls = OPTIMIZERS[kind]
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    rest = {k: v for k, v in data.items() if k != "kind"}
+    _check_keys(
+        rest, names, "optimizer", source, extra=("kind",), what=f"option for optimizer {kind!r}:"
+    )
+    options = {f.name: f.default for f in dataclasses.fields(cls)}
+    for name, value in rest.items():
+        key = f"optimizer.{name}"
+        options[name] = _parse_value(
+            hints[name], value, key, source, _OPTIMIZER_BOUNDS.get(name, {})
+        )
+    return OptimizerConfig(kind=kind, options=options)
+
+
+def _mapping(data: Any, path: str, source: str) -> Mapping[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(source, path, data, "a mapping (a section of key: value lines)")
+    return data
+
+
+def _missing(key: str, allowed: str, source: str) -> ConfigError:
+    return ConfigError(source, key, None, allowed, f"{key} is required; expected {allowed}")
+
+
+def _check_str_keys(data: Mapping, path: str, source: str) -> None:
+    for k in data:
+        if not isinstance(k, str):
+            key = f"{path}.{k}" if path else str(k)
+            raise ConfigError(
+                source,
+                key,
+                k,
+                "string keys",
+                f"key {_show(k)} in {path or 'the top level'} is not a string",
+            )
+
+
+def _check_keys(
+    data: Mapping,
+    names: Sequence[str],
+    path: str,
+    source: str,
+    extra: Sequence[str] = (),
+    what: str = "key",
+) -> None:
+    _check_str_keys(data, path, source)
+    allowed = [*extra, *names]
+    for k in data:
+        if k in allowed:
+            continue
+        key = f"{path}.{k}" if path else k
+        close = difflib.get_close_matches(k, allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        where = f"in {path}" if path else "at the top level"
+        problem = f"unknown {what} {key!r}{hint}; allowed {where}: {', '.join(allowed)}"
+        raise ConfigError(source, key, data[k], ", ".join(allowed), problem)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _parse_section(
+    cls: type,
+    data: Any,
+    path: str,
+    source: str,
+    extra_keys: Sequence[str] = (),
+    what: str = "key",
+) -> Any:
+    data = _mapping(data, path, source)
+    fields = dataclasses.fields(cls)
+    _check_keys(data, [f.name for f in fields], path, source, extra=extra_keys, what=what)
+    hints = _HINTS.get(cls) or _HINTS.setdefault(cls, typing.get_type_hints(cls))
+    kwargs = {}
+    for f in fields:
+        key = f"{path}.{f.name}"
+        if f.name in data:
+            kwargs[f.name] = _parse_value(hints[f.name], data[f.name], key, source, f.metadata)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise _missing(key, _describe(hints[f.name], f.metadata), source)
+    return cls(**kwargs)
+
+
+def _parse_value(tp: Any, value: Any, key: str, source: str, meta: Mapping[str, Any]) -> Any:
+    """``value`` checked against type ``tp`` and the constraints ``meta``, converted."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        tp = inner[0] if len(inner) == 1 else typing.Union[tuple(inner)]  # noqa: UP007
+        try:
+            return _parse_value(tp, value, key, source, meta)
+        except ConfigError as e:
+            if e.key != key:
+                raise
+            raise ConfigError(source, key, value, e.allowed + " or null") from None
+
+    def bad() -> ConfigError:
+        return ConfigError(source, key, value, _describe(tp, meta))
+
+    if dataclasses.is_dataclass(tp):
+        return _parse_section(tp, value, key, source)
+    if origin is Literal or "choices" in meta:
+        choices = args if origin is Literal else meta["choices"]
+        if isinstance(value, str) and value in choices:
+            return value
+        close = difflib.get_close_matches(value, choices, n=1) if isinstance(value, str) else []
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        allowed = _describe(tp, meta)
+        raise ConfigError(
+            source,
+            key,
+            value,
+            allowed,
+            f"{key} = {_show(value)} is invalid; expected {allowed}{hint}",
+        )
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if tp is int:
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or not _in_bounds(value, meta):
+            raise bad()
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad()
+        if not math.isfinite(value) or not _in_bounds(value, meta):
+            raise bad()
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad()
+        if "pattern" in meta and not re.fullmatch(meta["pattern"][0], value):
+            raise bad()
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise bad()
+        return tuple(
+            _parse_value(args[0], v, f"{key}[{i}]", source, meta) for i, v in enumerate(value)
+        )
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise bad()
+        _check_str_keys(value, key, source)
+        return dict(value)
+    raise TypeError(f"config field {key} has an unsupported type {tp!r}")  # a bug in this module
+
+
+def _in_bounds(x: float, meta: Mapping[str, Any]) -> bool:
+    return (
+        ("ge" not in meta or x >= meta["ge"])
+        and ("gt" not in meta or x > meta["gt"])
+        and ("le" not in meta or x <= meta["le"])
+        and ("lt" not in meta or x < meta["lt"])
+    )
+
+
+def _bounds_text(meta: Mapping[str, Any]) -> str:
+    """`` >= 1``, `` in (0, 1]`` or ``""``."""
+    lo = next(((k, meta[k]) for k in ("ge", "gt") if k in meta), None)
+    hi = next(((k, meta[k]) for k in ("le", "lt") if k in meta), None)
+    if lo and hi:
+        left, right = "[" if lo[0] == "ge" else "(", "]" if hi[0] == "le" else ")"
+        return f" in {left}{lo[1]}, {hi[1]}{right}"
+    ops = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    return "".join(f" {ops[b[0]]} {b[1]}" for b in (lo, hi) if b)
+
+
+def _describe(tp: Any, meta: Mapping[str, Any]) -> str:
+    """What ``tp`` with ``meta`` accepts, in words."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        inner = [a for a in args if a is not type(None)]
+        return " or ".join(_describe(a, meta) for a in inner) + " or null"
+    if origin is Literal or "choices" in meta:
+        choices = args if origin is Literal else meta["choices"]
+        return "one of " + ", ".join(repr(c) for c in choices)
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer" + _bounds_text(meta)
+    if tp is float:
+        return "a finite number" + _bounds_text(meta)
+    if tp is str:
+        return meta["pattern"][1] if "pattern" in meta else "a string"
+    if origin is tuple:
+        return "a list of integers" + _bounds_text(meta)  # the only tuple fields hold ints
+    if origin is dict:
+        return "a mapping with string keys"
+    return str(tp)

@@ -1,0 +1,627 @@
+"""The training loop: ask -> evaluate -> tell, with metrics, evaluations and checkpoints.
+
+One generation (style.md §8.3): ``ask`` names the population by ids, the evaluator scores the
+pairs (serially or on Ray workers; the trainer sees only the ``Evaluator`` protocol), ``tell``
+updates the search distribution, the workers' observation statistics are merged in pair order.
+Every ``evaluation.every`` generations the mean itself is scored; every ``checkpoint.every``
+generations the ``TrainState`` is saved. All randomness comes from ``(seed, generation, pair
+index)``, so the run is a pure function of the config: resuming from any checkpoint, with any
+evaluator or number of workers, gives the same parameters and metrics bit for bit (except
+times).
+
+The run directory (design.md §6) holds ``config.yaml``, ``metrics.jsonl``,
+``checkpoints/gen_NNNNNN/`` and, for gym objectives, ``policy/{best,latest}.{npz,json}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from esvo.checkpoint import (
+    META_FILE,
+    CheckpointError,
+    best_generation,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+    write_text_atomic,
+)
+from esvo.config import Config, dump_config, load_config
+from esvo.core.distributions import SigmaBounds
+from esvo.core.noise import Noise, make_noise
+from esvo.core.running_stat import RunningStat
+from esvo.core.strategy import TABLE_MIN_DIM, SearchState, Strategy
+from esvo.loggers import (
+    JsonlLogger,
+    Logger,
+    ProgressLogger,
+    close_loggers,
+    make_tensorboard_logger,
+    truncate_jsonl,
+)
+from esvo.objectives.base import Objective, make_objective
+from esvo.parallel import Evaluator, SerialEvaluator
+from esvo.protocol import GenerationSpec, ObsStats, Results
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+POLICY_DIR = "policy"
+# Metrics that depend on the machine's speed; everything else is a function of (config, seed).
+TIME_FIELDS = frozenset({"wall_s", "gen_time_s", "steps_per_s", "gens_per_s"})
+# Metrics that depend on the evaluator (transport), not on the trajectory.
+EVALUATOR_FIELDS = frozenset({"bytes_in", "bytes_out"})
+
+
+class TrainingError(RuntimeError):
+    """The run cannot continue (failed rollouts, evaluator gave up, non-finite update)."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    generation: int  # completed generations
+    reason: str  # generations | target | env_steps | wall_time | interrupted
+    best_eval_return: float | None
+    exit_code: int
+    run_dir: Path
+
+
+# ---------------------------------------------------------------------------- state
+@dataclass(frozen=True)
+class Counters:
+    """Cumulative counts; evaluation steps are counted apart from training steps."""
+
+    env_steps: int = 0
+    episodes: int = 0
+    eval_env_steps: int = 0
+    eval_episodes: int = 0
+    wall_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainState:
+    """Everything a checkpoint holds: the search state, the observation normalizer, the
+    counters and the best evaluation so far (with the policy that achieved it)."""
+
+    search: SearchState
+    obs: RunningStat | None
+    counters: Counters = field(default_factory=Counters)
+    best_eval_return: float | None = None
+    best_theta: np.ndarray | None = None  # the mean at the best evaluation
+    best_obs: RunningStat | None = None  # the normalizer at the best evaluation
+
+    @property
+    def generation(self) -> int:
+        return self.search.generation
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        out = self.search.to_arrays()
+        if self.obs is not None:
+            out.update(self.obs.to_arrays("obs/"))
+        for name, value in dataclasses.asdict(self.counters).items():
+            out[f"counters/{name}"] = np.asarray(value)
+        if self.best_eval_return is not None:
+            out["best/eval_return"] = np.asarray(self.best_eval_return, dtype=np.float64)
+            out["best/theta"] = self.best_theta
+            if self.best_obs is not None:
+                out.update(self.best_obs.to_arrays("best/obs/"))
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> TrainState:
+        counters = Counters(
+            env_steps=int(arrays["counters/env_steps"]),
+            episodes=int(arrays["counters/episodes"]),
+            eval_env_steps=int(arrays["counters/eval_env_steps"]),
+            eval_episodes=int(arrays["counters/eval_episodes"]),
+            wall_s=float(arrays["counters/wall_s"]),
+        )
+        has_best = "best/eval_return" in arrays
+        return cls(
+            search=SearchState.from_arrays(arrays),
+            obs=RunningStat.from_arrays(arrays, "obs/") if "obs/count" in arrays else None,
+            counters=counters,
+            best_eval_return=float(arrays["best/eval_return"]) if has_best else None,
+            best_theta=np.array(arrays["best/theta"]) if has_best else None,
+            best_obs=RunningStat.from_arrays(arrays, "best/obs/")
+            if "best/obs/count" in arrays
+            else None,
+        )
+
+
+# ---------------------------------------------------------------------------- wiring
+@dataclass(frozen=True)
+class _Run:
+    """The fixed machinery of a run (built once; the changing part is ``TrainState``)."""
+
+    cfg: Config
+    run_dir: Path
+    objective: Objective
+    strategy: Strategy
+    evaluator: Evaluator
+    metrics: JsonlLogger
+    loggers: tuple[Logger, ...]
+    signals: _SignalGuard
+    obs_floor: float
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.run_dir / CHECKPOINT_DIR
+
+
+def make_noise_source(cfg: Config, dim: int) -> Noise:
+    """The noise of ``cfg.strategy`` (``auto``: exact generator below ``TABLE_MIN_DIM``)."""
+    kind = cfg.strategy.noise
+    if kind == "auto":
+        kind = "table" if dim >= TABLE_MIN_DIM else "generator"
+    size = cfg.strategy.noise_table_size if kind == "table" else None
+    return make_noise(kind, dim, seed=cfg.strategy.noise_seed, size=size)
+
+
+def make_strategy(cfg: Config, objective: Objective) -> Strategy:
+    s = cfg.strategy
+    return Strategy(
+        objective.num_params,
+        maximize=objective.maximize if s.maximize is None else s.maximize,
+        distribution=s.distribution,
+        num_pairs=s.num_pairs,
+        sigma_init=s.sigma_init,
+        sigma_lr=s.sigma_lr,
+        sigma_bounds=SigmaBounds(s.sigma_min, s.sigma_max, s.sigma_max_change),
+        shaping=s.shaping,
+        optimizer=cfg.optimizer.build(),
+        weight_decay=s.weight_decay,
+        seed=cfg.run.seed,
+        noise=make_noise_source(cfg, objective.num_params),
+    )
+
+
+def make_evaluator(cfg: Config, noise: Noise) -> Evaluator:
+    """``SerialEvaluator`` or ``RayEvaluator`` per ``cfg.parallel`` (Ray imported only here)."""
+    spec = cfg.objective.to_spec()
+    p = cfg.parallel
+    if p.backend == "serial":
+        return SerialEvaluator(spec, noise)
+    from esvo.parallel.ray_backend import RayEvaluator
+
+    return RayEvaluator(
+        spec,
+        noise,  # a NoiseTable travels once through the object store instead of being rebuilt
+        num_workers=p.num_workers,
+        address=p.address,
+        chunks_per_worker=p.chunks_per_worker,
+        max_consecutive_failures=p.max_consecutive_failures,
+        include_dashboard=p.dashboard,
+    )
+
+
+def default_loggers(cfg: Config, run_dir: Path) -> list[Logger]:
+    """Progress line per ``logging.progress``, plus TensorBoard if asked and installed."""
+    out: list[Logger] = []
+    if cfg.logging.progress != "none":
+        r = cfg.run
+        out.append(
+            ProgressLogger(
+                cfg.logging.progress,
+                generations=r.generations,
+                max_env_steps=r.max_env_steps,
+                max_wall_s=r.max_wall_s,
+            )
+        )
+    if cfg.logging.tensorboard:
+        tb = make_tensorboard_logger(run_dir / "tensorboard")
+        if tb is not None:
+            out.append(tb)
+    return out
+
+
+def initial_state(cfg: Config, objective: Objective, strategy: Strategy) -> TrainState:
+    search = strategy.init(objective.initial_params(cfg.run.seed))
+    obs = RunningStat.zeros(objective.obs_dim) if _uses_obs_norm(cfg, objective) else None
+    return TrainState(search, obs)
+
+
+def _uses_obs_norm(cfg: Config, objective: Objective) -> bool:
+    return objective.obs_dim is not None and bool(getattr(cfg.objective, "obs_norm", True))
+
+
+# ---------------------------------------------------------------------------- one generation
+class _GenerationFailed(Exception):
+    """A generation that cannot be used; the last good state is checkpointed."""
+
+
+class _Abort(BaseException):
+    """A second SIGINT/SIGTERM: abandon the current generation."""
+
+
+def _spec(run: _Run, state: TrainState) -> GenerationSpec:
+    obs_mean = obs_std = None
+    if state.obs is not None:
+        obs_mean, obs_std = state.obs.mean, state.obs.std(run.obs_floor)
+    s = state.search
+    return GenerationSpec(s.generation, s.mean, s.sigma, run.cfg.run.seed, obs_mean, obs_std)
+
+
+def _merge_obs(obs: RunningStat | None, stats: ObsStats | None) -> RunningStat | None:
+    """Sum the per-pair rows in pair order, then merge (independent of the chunking)."""
+    if obs is None or stats is None or len(stats.count) == 0:
+        return obs
+    return obs.merge_sums(
+        float(np.sum(stats.count)), stats.sum.sum(axis=0), stats.sumsq.sum(axis=0)
+    )
+
+
+def _check_failures(run: _Run, generation: int, results: Results, rollouts: int) -> None:
+    rate = results.failures / max(rollouts, 1)
+    if rate > run.cfg.run.max_failure_rate:
+        first = results.errors[0].strip().splitlines()[-1] if results.errors else "no traceback"
+        raise _GenerationFailed(
+            f"generation {generation}: {results.failures}/{rollouts} rollouts failed "
+            f"(> run.max_failure_rate {run.cfg.run.max_failure_rate}); first error: {first}"
+        )
+
+
+def train_generation(run: _Run, state: TrainState) -> tuple[TrainState, dict[str, Any]]:
+    """ask -> evaluate -> tell -> merge observation statistics."""
+    gen = state.generation
+    ask = run.strategy.ask(state.search)
+    try:
+        results = run.evaluator.evaluate(_spec(run, state), ask.ids)
+    except Exception as e:
+        raise _GenerationFailed(f"generation {gen}: evaluator failed: {e}") from e
+    _check_failures(run, gen, results, results.episodes or 2 * ask.num_pairs)
+    try:
+        search, metrics = run.strategy.tell(state.search, ask, results.fitness)
+    except FloatingPointError as e:
+        raise _GenerationFailed(str(e)) from e
+    steps = int(results.steps.sum())
+    c = state.counters
+    counters = dataclasses.replace(
+        c, env_steps=c.env_steps + steps, episodes=c.episodes + int(results.episodes)
+    )
+    metrics["failures"] = int(results.failures)
+    metrics["gen_env_steps"] = steps
+    for key in EVALUATOR_FIELDS:
+        value = (getattr(run.evaluator, "last_stats", None) or {}).get(key)
+        if value is not None:
+            metrics[key] = value
+    new = dataclasses.replace(
+        state, search=search, obs=_merge_obs(state.obs, results.obs_stats), counters=counters
+    )
+    return new, metrics
+
+
+def _better(run: _Run, a: float, b: float | None) -> bool:
+    if b is None:
+        return bool(np.isfinite(a))
+    return a > b if run.strategy.maximize else a < b
+
+
+def evaluate_mean(run: _Run, state: TrainState) -> tuple[TrainState, dict[str, Any]]:
+    """Score the mean itself (steps counted apart); keep and export the best policy."""
+    try:
+        returns, steps = run.evaluator.evaluate_mean(_spec(run, state), run.cfg.evaluation.episodes)
+    except Exception as e:
+        raise _GenerationFailed(
+            f"generation {state.generation - 1}: evaluation of the mean failed: {e}"
+        ) from e
+    returns = np.asarray(returns, dtype=np.float64)
+    value = float(returns.mean())
+    c = state.counters
+    state = dataclasses.replace(
+        state,
+        counters=dataclasses.replace(
+            c,
+            eval_env_steps=c.eval_env_steps + int(steps),
+            eval_episodes=c.eval_episodes + len(returns),
+        ),
+    )
+    if _better(run, value, state.best_eval_return):
+        state = dataclasses.replace(
+            state, best_eval_return=value, best_theta=state.search.mean.copy(), best_obs=state.obs
+        )
+        _export_policy(run, "best", state.best_theta, state.best_obs)
+    _export_policy(run, "latest", state.search.mean, state.obs)
+    metrics = {"eval_return_mean": value, "eval_return_std": float(returns.std())}
+    if state.best_eval_return is not None:
+        metrics["best_eval_return"] = state.best_eval_return
+    return state, metrics
+
+
+def _export_policy(run: _Run, name: str, theta: np.ndarray, obs: RunningStat | None) -> None:
+    if run.cfg.objective.kind != "gym":
+        return
+    from esvo.objectives.gym import export_policy
+
+    obs_mean, obs_std = (None, None) if obs is None else (obs.mean, obs.std(run.obs_floor))
+    export_policy(run.run_dir / POLICY_DIR, theta, run.objective, obs_mean, obs_std, name=name)
+
+
+def stop_reason(cfg: Config, state: TrainState, maximize: bool) -> str | None:
+    """The first limit reached, if any."""
+    r, c = cfg.run, state.counters
+    if r.generations is not None and state.generation >= r.generations:
+        return "generations"
+    if r.max_env_steps is not None and c.env_steps >= r.max_env_steps:
+        return "env_steps"
+    if r.max_wall_s is not None and c.wall_s >= r.max_wall_s:
+        return "wall_time"
+    best = state.best_eval_return
+    if (
+        r.target is not None
+        and best is not None
+        and (best - r.target) * (1 if maximize else -1) >= 0
+    ):
+        return "target"
+    return None
+
+
+def save(run: _Run, state: TrainState, eval_return: float | None = None) -> Path:
+    """Checkpoint ``state`` (metrics synced first), then prune to the last N plus the best."""
+    run.metrics.sync()
+    meta = {
+        "counters": dataclasses.asdict(state.counters),
+        "best_eval_return": state.best_eval_return,
+        "eval_return": eval_return,
+        "config": run.cfg.to_dict(),
+    }
+    path = save_checkpoint(run.checkpoints, state.generation, state.to_arrays(), meta)
+    best = best_generation(run.checkpoints, run.strategy.maximize)
+    prune_checkpoints(run.checkpoints, run.cfg.checkpoint.keep, () if best is None else (best,))
+    return path
+
+
+# ---------------------------------------------------------------------------- the loop
+def _log(run: _Run, generation: int, metrics: dict[str, Any]) -> None:
+    run.metrics(generation, metrics)
+    for log in run.loggers:
+        log(generation, metrics)
+
+
+def _add_wall(state: TrainState, seconds: float) -> TrainState:
+    c = state.counters
+    return dataclasses.replace(state, counters=dataclasses.replace(c, wall_s=c.wall_s + seconds))
+
+
+def _step(run: _Run, state: TrainState) -> tuple[TrainState, dict[str, Any], str | None]:
+    """One generation, its evaluation if due, its metrics line; returns the stop reason."""
+    t0 = time.perf_counter()
+    gen = state.generation
+    state, metrics = train_generation(run, state)
+    state = _add_wall(state, time.perf_counter() - t0)
+    reason = stop_reason(run.cfg, state, run.strategy.maximize)
+    every = run.cfg.evaluation.every
+    if reason is not None or (every > 0 and state.generation % every == 0):
+        t1 = time.perf_counter()
+        state, eval_metrics = evaluate_mean(run, state)
+        metrics.update(eval_metrics)
+        state = _add_wall(state, time.perf_counter() - t1)
+        reason = reason or stop_reason(run.cfg, state, run.strategy.maximize)
+    dt = time.perf_counter() - t0
+    c = state.counters
+    metrics.update(
+        env_steps=c.env_steps,
+        eval_env_steps=c.eval_env_steps,
+        episodes=c.episodes,
+        wall_s=c.wall_s,
+        gen_time_s=dt,
+        steps_per_s=metrics["gen_env_steps"] / dt if dt > 0 else 0.0,
+        gens_per_s=1 / dt if dt > 0 else 0.0,
+    )
+    _log(run, gen, metrics)
+    return state, metrics, reason
+
+
+def _loop(run: _Run, state: TrainState) -> tuple[TrainState, str]:
+    reason = stop_reason(run.cfg, state, run.strategy.maximize)
+    while reason is None and run.signals.received is None:
+        try:
+            new, metrics, reason = _step(run, state)
+        except _Abort:
+            break
+        except _GenerationFailed as e:
+            path = save(run, state)
+            raise TrainingError(f"{e}; last good state saved to {path}") from e
+        state = new
+        if reason is not None or state.generation % run.cfg.checkpoint.every == 0:
+            save(run, state, metrics.get("eval_return_mean"))
+    if reason is None:
+        reason = "interrupted"
+        save(run, state)
+    return state, reason
+
+
+class _SignalGuard:
+    """SIGINT/SIGTERM: the first finishes the generation, a second abandons it; the previous
+    handlers are restored on exit. Inactive outside the main thread."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None:
+            raise _Abort
+        self.received = signum
+        print(
+            f"\nesvo: {signal.Signals(signum).name} received: finishing the current generation, "
+            "then checkpointing (send it again to abandon the generation)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def __enter__(self) -> _SignalGuard:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+def _execute(
+    cfg: Config,
+    run_dir: Path,
+    state: TrainState | None,
+    evaluator: Evaluator | None,
+    loggers: Sequence[Logger] | None,
+) -> TrainResult:
+    objective = make_objective(**cfg.objective.to_spec())
+    strategy = make_strategy(cfg, objective)
+    if state is None:
+        state = initial_state(cfg, objective, strategy)
+    elif state.search.mean.shape != (strategy.dim,):
+        raise TrainingError(
+            f"checkpoint has {state.search.mean.size} parameters, the config's objective "
+            f"{strategy.dim}"
+        )
+    own_evaluator = evaluator is None
+    extra = default_loggers(cfg, run_dir) if loggers is None else list(loggers)
+    metrics = JsonlLogger(run_dir / METRICS_FILE)
+    with _SignalGuard() as signals:
+        if own_evaluator:
+            try:
+                evaluator = make_evaluator(cfg, strategy.noise)
+            except Exception as e:
+                metrics.close()
+                raise TrainingError(
+                    f"cannot start the {cfg.parallel.backend} evaluator: {type(e).__name__}: {e}"
+                ) from e
+        run = _Run(
+            cfg,
+            run_dir,
+            objective,
+            strategy,
+            evaluator,  # type: ignore[arg-type]
+            metrics,
+            tuple(extra),
+            signals,
+            float(getattr(cfg.objective, "obs_std_floor", 1e-2)),
+        )
+        try:
+            state, reason = _loop(run, state)
+        finally:
+            close_loggers([metrics, *extra])
+            if own_evaluator and evaluator is not None:
+                evaluator.close()
+    exit_code = 0
+    if reason == "interrupted":
+        signum = signals.received or signal.SIGINT
+        exit_code = 128 + int(signum)
+        print(
+            f"esvo: interrupted by {signal.Signals(signum).name} after generation "
+            f"{state.generation}; checkpoint saved; continue with: esvo resume {run_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return TrainResult(state.generation, reason, state.best_eval_return, exit_code, run_dir)
+
+
+# ---------------------------------------------------------------------------- public API
+def new_run_dir(cfg: Config, out: Path | None = None) -> Path:
+    """Create ``<out or cfg.run.out_dir>/<cfg.run.name>/<timestamp>[-N]`` (never reused)."""
+    base = Path(cfg.run.out_dir if out is None else out) / cfg.run.name
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(10_000):
+        path = base / (stamp if n == 0 else f"{stamp}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free run directory under {base}")
+
+
+def train(
+    cfg: Config,
+    run_dir: Path,
+    *,
+    evaluator: Evaluator | None = None,
+    loggers: Sequence[Logger] | None = None,
+) -> TrainResult:
+    """Train from scratch into ``run_dir`` (usually from ``new_run_dir``).
+
+    Args:
+        cfg: the validated config; written to ``run_dir/config.yaml``.
+        run_dir: the run directory (created if missing); its metrics start afresh.
+        evaluator: an evaluator to use instead of the one ``cfg.parallel`` describes; the
+            caller keeps ownership (it is not closed). Results do not depend on it.
+        loggers: extra loggers ``log(generation, metrics)``; default: the progress line (and
+            TensorBoard) per ``cfg.logging``. ``metrics.jsonl`` is always written.
+
+    Returns:
+        A ``TrainResult``; ``exit_code`` is 0, or ``128 + signal`` if interrupted.
+
+    Raises:
+        TrainingError: too many failed rollouts, evaluator failure or non-finite update; the
+            last good state is checkpointed first.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / CONFIG_FILE, dump_config(cfg))
+    truncate_jsonl(run_dir / METRICS_FILE, 0)
+    return _execute(cfg, run_dir, None, evaluator, loggers)
+
+
+def resume(
+    run_dir: Path,
+    *,
+    evaluator: Evaluator | None = None,
+    loggers: Sequence[Logger] | None = None,
+) -> TrainResult:
+    """Continue a run from its latest valid checkpoint with ``run_dir/config.yaml``.
+
+    ``run_dir`` may also be one checkpoint, ``<run>/checkpoints/gen_NNNNNN``, to continue
+    from that one (later checkpoints are then rewritten, identically).
+
+    Invalid (truncated, corrupted) checkpoints are reported with a warning and skipped;
+    without any valid one the run restarts from generation 0. ``metrics.jsonl`` is cut back
+    to the checkpoint's generation, so it ends up as if the run had never stopped.
+    """
+    path = Path(run_dir)
+    chosen = path.parent.name == CHECKPOINT_DIR and (path / META_FILE).is_file()
+    run_dir = path.parent.parent if chosen else path
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise TrainingError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
+    cfg = load_config(run_dir / CONFIG_FILE)
+    if chosen:
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as e:
+            raise TrainingError(str(e)) from e
+    else:
+        ckpt = latest_checkpoint(run_dir / CHECKPOINT_DIR)
+    if ckpt is None:
+        warnings.warn(f"{run_dir}: no valid checkpoint; restarting from generation 0", stacklevel=2)
+        state = None
+    else:
+        state = TrainState.from_arrays(ckpt.arrays)
+    truncate_jsonl(run_dir / METRICS_FILE, 0 if state is None else state.generation)
+    return _execute(cfg, run_dir, state, evaluator, loggers)
+
+
+__all__ = [
+    "Counters",
+    "TrainResult",
+    "TrainState",
+    "TrainingError",
+    "new_run_dir",
+    "resume",
+    "train",
+]

@@ -1,0 +1,295 @@
+"""The ``esvo`` command, in process: bad input exits 2 with one line naming the key and creates
+nothing; ``validate`` round-trips; a tiny serial run trains, plots and evaluates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from esvo import trainer
+from esvo.cli import main
+from esvo.config import config_from_dict, load_config
+
+BASE = {
+    "run": {"name": "t", "generations": 2},
+    "objective": {"kind": "function", "name": "sphere", "dim": 3},
+    "parallel": {"backend": "serial"},
+    "logging": {"progress": "none"},
+}
+
+# (id, document, --set overrides, substrings of the error). A dict document replaces BASE's
+# sections; a str is the file's text; None means no file.
+BROKEN = [
+    ("missing_file", None, [], ["missing.yaml", "file not found"]),
+    ("yaml_syntax", "run: [1, 2\nobjective: {}\n", [], ["invalid YAML", "line"]),
+    ("top_level_list", "- run\n- objective\n", [], ["top level", "list", "mapping"]),
+    ("repeated_key", "run: {seed: 1, seed: 2}\n", [], ["repeated key 'seed'"]),
+    ("unknown_section", {"strategyy": {}}, [], ["'strategyy'", "did you mean 'strategy'"]),
+    ("unknown_key", {"run": {"colour": "red", "generations": 2}}, [], ["'run.colour'", "seed"]),
+    (
+        "misspelt_key",
+        {"strategy": {"num_pair": 8}},
+        [],
+        ["'strategy.num_pair'", "did you mean 'num_pairs'"],
+    ),
+    ("section_not_mapping", {"strategy": 3}, [], ["strategy = 3", "mapping"]),
+    (
+        "wrong_type",
+        {"strategy": {"sigma_init": "big"}},
+        [],
+        ["strategy.sigma_init = 'big'", "number"],
+    ),
+    ("bool_for_int", {"run": {"seed": True}}, [], ["run.seed = True", "integer"]),
+    ("float_for_int", {"strategy": {"num_pairs": 1.5}}, [], ["strategy.num_pairs = 1.5"]),
+    (
+        "negative_num_pairs",
+        {"strategy": {"num_pairs": -4}},
+        [],
+        ["strategy.num_pairs = -4", ">= 1"],
+    ),
+    ("sigma_init_zero", {"strategy": {"sigma_init": 0}}, [], ["strategy.sigma_init = 0", "> 0"]),
+    (
+        "sigma_init_nan",
+        "objective: {kind: function, name: sphere}\nstrategy: {sigma_init: .nan}\n",
+        [],
+        ["strategy.sigma_init = nan", "finite"],
+    ),
+    (
+        "unknown_shaping",
+        {"strategy": {"shaping": "rank"}},
+        [],
+        ["strategy.shaping = 'rank'", "centered_ranks"],
+    ),
+    (
+        "unknown_optimizer",
+        {"optimizer": {"kind": "adamw"}},
+        [],
+        ["optimizer.kind = 'adamw'", "did you mean 'adam'"],
+    ),
+    (
+        "unknown_optimizer_option",
+        {"optimizer": {"kind": "sgd", "momentum": 0.9}},
+        [],
+        ["'optimizer.momentum'", "'sgd'", "kind, lr"],
+    ),
+    (
+        "no_stop_condition",
+        {"run": {"generations": None}},
+        [],
+        ["run.generations", "run.max_env_steps", "run.max_wall_s"],
+    ),
+    (
+        "sigma_max_below_min",
+        {"strategy": {"sigma_min": 1.0, "sigma_max": 0.5}},
+        [],
+        ["strategy.sigma_max = 0.5", "sigma_min"],
+    ),
+    (
+        "failure_rate_range",
+        {"run": {"generations": 2, "max_failure_rate": 1.5}},
+        [],
+        ["run.max_failure_rate = 1.5", "[0, 1]"],
+    ),
+    (
+        "bad_address",
+        {"parallel": {"address": "localhost"}},
+        [],
+        ["parallel.address = 'localhost'", "host:port"],
+    ),
+    (
+        "unknown_objective_kind",
+        {"objective": {"kind": "gymnasium"}},
+        [],
+        ["objective.kind = 'gymnasium'", "'gym'"],
+    ),
+    ("missing_env_id", {"objective": {"kind": "gym"}}, [], ["objective.env_id", "required"]),
+    (
+        "key_of_other_kind",
+        {"objective": {"kind": "gym", "env_id": "CartPole-v1", "dim": 3}},
+        [],
+        ["'objective.dim'", "'gym'"],
+    ),
+    (
+        "unknown_env_id",
+        {"objective": {"kind": "gym", "env_id": "NoSuchEnv-v0"}},
+        [],
+        ["objective.env_id = 'NoSuchEnv-v0'"],
+    ),
+    (
+        "unsupported_space",
+        {"objective": {"kind": "gym", "env_id": "Blackjack-v1"}},
+        [],
+        ["objective.env_id = 'Blackjack-v1'", "Tuple"],
+    ),
+    (
+        "bad_policy_width",
+        {
+            "objective": {
+                "kind": "gym",
+                "env_id": "CartPole-v1",
+                "policy": {"kind": "mlp", "hidden_sizes": [8, 0]},
+            }
+        },
+        [],
+        ["objective.policy.hidden_sizes[1] = 0", ">= 1"],
+    ),
+    (
+        "python_target_missing",
+        {"objective": {"kind": "python", "target": "no_such_mod:make"}},
+        [],
+        ["objective.target = 'no_such_mod:make'", "ModuleNotFoundError"],
+    ),
+    (
+        "himmelblau_dim_3",
+        {"objective": {"kind": "function", "name": "himmelblau", "dim": 3}},
+        [],
+        ["objective.dim = 3", "2"],
+    ),
+    (
+        "set_bad_path",
+        {},
+        ["strategy.num_pair=8"],
+        ["--set strategy.num_pair=8", "did you mean 'num_pairs'"],
+    ),
+    ("set_unknown_section", {}, ["stratgy.num_pairs=8"], ["'stratgy'", "did you mean 'strategy'"]),
+    ("set_without_equals", {}, ["strategy.num_pairs"], ["strategy.num_pairs", "key.path=value"]),
+    ("set_bad_value_type", {}, ["run.seed=abc"], ["--set run.seed=abc", "run.seed = 'abc'"]),
+    ("set_bad_yaml", {}, ["run.seed=[1"], ["--set run.seed=[1", "invalid YAML"]),
+    ("set_into_scalar", {}, ["run.seed.x=1"], ["run.seed"]),
+    ("set_no_stop", {}, ["run.generations=null"], ["--set run.generations=null"]),
+]
+
+
+def _write(tmp_path: Path, doc) -> Path:
+    path = tmp_path / ("missing.yaml" if doc is None else "config.yaml")
+    if isinstance(doc, str):
+        path.write_text(doc)
+    elif isinstance(doc, dict):
+        path.write_text(yaml.safe_dump({**BASE, **doc}))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("doc", "sets", "expected"), [c[1:] for c in BROKEN], ids=[c[0] for c in BROKEN]
+)
+@pytest.mark.parametrize("command", ["train", "validate"])
+def test_bad_input_exits_2_naming_the_key_and_creates_nothing(
+    tmp_path, capsys, command, doc, sets, expected
+):
+    path = _write(tmp_path, doc)
+    out = tmp_path / "out"
+    argv = [command, str(path), *[a for s in sets for a in ("--set", s)]]
+    code = main([*argv, "--out", str(out)] if command == "train" else argv)
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""
+    err = captured.err.strip()
+    assert "\n" not in err, err
+    assert err.startswith(f"esvo {command}: error: ")
+    for s in expected:
+        assert s in err, (s, err)
+    assert not out.exists()
+
+
+def test_enough_broken_cases():
+    assert len(BROKEN) >= 20
+
+
+@pytest.mark.parametrize(
+    "argv", [[], ["bogus"], ["train"], ["eval", "x", "--episodes", "0"], ["train", "c", "--x"]]
+)
+def test_bad_arguments_exit_2(capsys, argv):
+    assert main(argv) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys):
+    assert main(["--help"]) == 0
+    assert "train" in capsys.readouterr().out
+
+
+def test_validate_prints_a_config_that_loads_back_equal(tmp_path, capsys):
+    path = _write(tmp_path, {})
+    assert main(["validate", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert config_from_dict(yaml.safe_load(printed)) == load_config(path)
+    (tmp_path / "again.yaml").write_text(printed)
+    assert load_config(tmp_path / "again.yaml") == load_config(path)
+
+
+def test_validate_overrides_are_yaml_typed(tmp_path, capsys):
+    path = _write(tmp_path, {"run": {"generations": 2, "target": 0.5}})
+    sets = ["strategy.num_pairs=8", "run.target=null", "optimizer.lr=1e-3", "run.name=abc"]
+    assert main(["validate", str(path), *[a for s in sets for a in ("--set", s)]]) == 0
+    data = yaml.safe_load(capsys.readouterr().out)
+    assert data["strategy"]["num_pairs"] == 8 and type(data["strategy"]["num_pairs"]) is int
+    assert data["run"]["target"] is None
+    assert data["optimizer"]["lr"] == 1e-3
+    assert data["run"]["name"] == "abc"
+
+
+def test_training_error_exits_1_with_one_line(tmp_path, capsys, monkeypatch):
+    def fail(cfg, run_dir):
+        raise trainer.TrainingError("too many failed rollouts in generation 3")
+
+    monkeypatch.setattr(trainer, "train", fail)
+    assert main(["train", str(_write(tmp_path, {})), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "esvo train: error: too many failed rollouts in generation 3"
+
+
+def test_train_returns_the_trainer_exit_code(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake(cfg, run_dir):
+        seen["run_dir"] = run_dir
+        return trainer.TrainResult(1, "interrupted", None, 130, run_dir)
+
+    monkeypatch.setattr(trainer, "train", fake)
+    path = _write(tmp_path, {})
+    assert main(["train", str(path), "--out", str(tmp_path / "out"), "--set", "run.name=x"]) == 130
+    assert seen["run_dir"].parent == tmp_path / "out" / "x"
+
+
+@pytest.mark.parametrize("sub", ["missing", "empty"])
+def test_resume_eval_plot_reject_a_non_run(tmp_path, capsys, sub):
+    path = tmp_path / sub
+    if sub == "empty":
+        path.mkdir()
+    for argv in (["resume", str(path)], ["eval", str(path)], ["plot", str(path)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert str(path) in err and "\n" not in err
+
+
+def test_train_plot_resume_on_a_tiny_serial_run(tmp_path, capsys):
+    path = _write(tmp_path, {})
+    assert main(["train", str(path), "--out", str(tmp_path / "out")]) == 0
+    (run_dir,) = (tmp_path / "out" / "t").iterdir()
+    rows = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 2 and all("generation" in json.loads(r) for r in rows)
+    assert load_config(run_dir / "config.yaml") == load_config(path)
+    assert main(["resume", str(run_dir)]) == 0
+    pytest.importorskip("matplotlib")
+    capsys.readouterr()
+    assert main(["plot", str(run_dir), "--out", str(tmp_path / "c.png")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_eval_a_cartpole_run(tmp_path, capsys):
+    doc = {
+        "objective": {"kind": "gym", "env_id": "CartPole-v1", "max_episode_steps": 50},
+        "run": {"name": "cp", "generations": 1},
+        "strategy": {"num_pairs": 2},
+        "evaluation": {"every": 1, "episodes": 1},
+    }
+    assert main(["train", str(_write(tmp_path, doc)), "--out", str(tmp_path / "out")]) == 0
+    (run_dir,) = (tmp_path / "out" / "cp").iterdir()
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--episodes", "3", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "CartPole-v1" in out and "over 3 episodes" in out and "±" in out
