@@ -77,7 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("resume", help="continue a run from its latest checkpoint")
-    p.add_argument("run_dir", type=Path, help="a run directory written by 'esvo train'")
+    p.add_argument(
+        "run_dir", type=Path, help="a run directory written by 'esvo train', or one checkpoint"
+    )
     p.set_defaults(func=_resume)
 
     p = sub.add_parser("eval", help="run an exported policy (gym objectives)")
@@ -161,28 +163,41 @@ def _train(args: argparse.Namespace) -> int:
     from esvo.trainer import TrainingError, new_run_dir, train
 
     run_dir = new_run_dir(cfg, args.out)
+    print(f"esvo: run directory {run_dir}", file=sys.stderr)
     try:
         result = train(cfg, run_dir)
     except TrainingError as e:
         _error(args.command, e)
         return EXIT_FAILED
+    _summary(result)
     return result.exit_code
+
+
+def _summary(result) -> None:
+    best = "n/a" if result.best_eval_return is None else f"{result.best_eval_return:.6g}"
+    print(
+        f"esvo: stopped ({result.reason}) after {result.generation} generations; "
+        f"best evaluation {best}; run directory {result.run_dir}",
+        file=sys.stderr,
+    )
 
 
 def _resume(args: argparse.Namespace) -> int:
     from esvo.trainer import CONFIG_FILE, TrainingError, resume
 
-    run_dir: Path = args.run_dir
-    if not run_dir.is_dir():
-        raise _UsageError(f"{run_dir}: no such run directory")
+    target: Path = args.run_dir  # a run directory, or one of its checkpoints
+    if not target.is_dir():
+        raise _UsageError(f"{target}: no such run directory")
+    run_dir = target.parent.parent if target.parent.name == "checkpoints" else target
     if not (run_dir / CONFIG_FILE).is_file():
-        raise _UsageError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
+        raise _UsageError(f"{target}: not a run directory or checkpoint (no {CONFIG_FILE})")
     _load_checked(run_dir / CONFIG_FILE, ())
     try:
-        result = resume(run_dir)
+        result = resume(target)
     except TrainingError as e:
         _error(args.command, e)
         return EXIT_FAILED
+    _summary(result)
     return result.exit_code
 
 

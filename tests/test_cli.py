@@ -237,8 +237,9 @@ def test_training_error_exits_1_with_one_line(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(trainer, "train", fail)
     assert main(["train", str(_write(tmp_path, {})), "--out", str(tmp_path / "out")]) == 1
-    err = capsys.readouterr().err.strip()
-    assert err == "esvo train: error: too many failed rollouts in generation 3"
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].startswith("esvo: run directory ")  # said first: where to resume from
+    assert lines[1:] == ["esvo train: error: too many failed rollouts in generation 3"]
 
 
 def test_train_returns_the_trainer_exit_code(tmp_path, monkeypatch):

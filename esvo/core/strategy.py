@@ -218,7 +218,8 @@ class Strategy:
 
         next_state = SearchState(state.generation + 1, mean, sigma, opt, best_theta, best_fitness)
         fin = f[finite]
-        mean_norm = float(np.linalg.norm(state.mean))
+        # ||delta|| / ||mean||, the old mean's norm, or the new one's from a zero start
+        mean_norm = float(np.linalg.norm(state.mean)) or float(np.linalg.norm(mean))
         metrics = {
             "fitness_mean": float(fin.mean()) if fin.size else float("nan"),
             "fitness_max": float(fin.max()) if fin.size else float("nan"),
@@ -227,7 +228,7 @@ class Strategy:
             "sigma_min": float(np.min(sigma)),
             "sigma_max": float(np.max(sigma)),
             "grad_norm": float(np.linalg.norm(g_mean)),
-            "update_ratio": float(np.linalg.norm(delta)) / max(mean_norm, 1e-12),
+            "update_ratio": float(np.linalg.norm(delta)) / mean_norm if mean_norm else 0.0,
             "nonfinite": int((~finite).sum()),
         }
         return next_state, metrics

@@ -40,6 +40,7 @@ class SerialEvaluator:
         self.objective = make_objective(**objective_spec)
         self.noise = make_noise(**noise_spec) if isinstance(noise_spec, dict) else noise_spec
         self.chunk_size = chunk_size
+        self.last_stats: dict = {}
 
     def evaluate(self, spec: GenerationSpec, ids: np.ndarray) -> Results:
         tasks = chunk_tasks(spec.generation, ids, self.chunk_size)
@@ -52,4 +53,13 @@ class SerialEvaluator:
         pass
 
 
-__all__ = ["Evaluator", "SerialEvaluator"]
+def __getattr__(name: str):
+    """``RayEvaluator`` / ``EvaluatorError`` on first use, so importing esvo never imports Ray."""
+    if name in ("RayEvaluator", "EvaluatorError"):
+        from esvo.parallel import ray_backend
+
+        return getattr(ray_backend, name)
+    raise AttributeError(f"module 'esvo.parallel' has no attribute {name!r}")
+
+
+__all__ = ["Evaluator", "EvaluatorError", "RayEvaluator", "SerialEvaluator"]
