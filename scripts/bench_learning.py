@@ -1,0 +1,117 @@
+"""Learning benchmark: train configs for several seeds and tabulate the cost to reach the target.
+
+Each (config, seed) runs ``esvo train CONFIG --set run.seed=S --out OUT/<config>/seed<S>`` in
+this process (``esvo.cli.main``), then reads that run's ``metrics.jsonl``: the first generation
+whose evaluated mean return reaches ``run.target`` gives the generations, training env steps,
+evaluation env steps, episodes and wall seconds to threshold (a run that stopped without reaching
+it reports its final counters and its best evaluated return). The median row is over the seeds
+(over all of them, reached or not; the "reached" column says how many did).
+
+    .venv/bin/python scripts/bench_learning.py configs/cartpole.yaml configs/pendulum.yaml \
+        configs/halfcheetah.yaml --seeds 0 1 2 --workers 2
+
+Extra ``--set key=value`` overrides are passed to every run (e.g. ``--set run.max_env_steps=1e6``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+from esvo.cli import main as esvo_main
+from esvo.config import load_config
+
+COLUMNS = [
+    ("config", 12, "s"),
+    ("seed", 5, "s"),
+    ("reached", 8, "s"),
+    ("gens", 6, "d"),
+    ("env_steps", 11, "d"),
+    ("eval_steps", 11, "d"),
+    ("episodes", 9, "d"),
+    ("wall_s", 8, ".1f"),
+    ("best_eval", 10, ".1f"),
+]
+
+
+def read_metrics(out: Path) -> list[dict]:
+    files = sorted(out.rglob("metrics.jsonl"))
+    if not files:
+        raise FileNotFoundError(f"no metrics.jsonl under {out}")
+    with open(files[-1]) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def summarize(rows: list[dict], target: float) -> dict:
+    """Counters at the first evaluation reaching ``target`` (else at the end of the run)."""
+    hit = next(
+        (r for r in rows if r.get("eval_return_mean") is not None and r["eval_return_mean"] >= target),
+        None,
+    )
+    last = hit or rows[-1]
+    evals = [r["eval_return_mean"] for r in rows if r.get("eval_return_mean") is not None]
+    return {
+        "reached": "yes" if hit else "no",
+        "gens": int(last["generation"]) + 1,  # generation is 0-based, logged after its update
+        "env_steps": int(last["env_steps"]),
+        "eval_steps": int(last["eval_env_steps"]),
+        "episodes": int(last["episodes"]),
+        "wall_s": float(last["wall_s"]),
+        "best_eval": max(evals) if evals else float("nan"),
+    }
+
+
+def fmt(row: dict) -> str:
+    cells = []
+    for name, width, spec in COLUMNS:
+        v = row[name]
+        if isinstance(v, str):
+            cells.append(f"{v:>{width}}")
+        elif spec == "d":
+            cells.append(f"{round(v):>{width}d}")
+        else:
+            cells.append(f"{v:>{width}{spec}}")
+    return " ".join(cells)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("configs", nargs="+", type=Path)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--workers", type=int, default=2, help="Ray workers (parallel.num_workers)")
+    p.add_argument("--out", type=Path, default=Path("/tmp/bench_learning"))
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args()
+
+    header = " ".join(f"{n:>{w}}" for n, w, _ in COLUMNS)
+    table: list[str] = []
+    for cfg_path in args.configs:
+        target = load_config(cfg_path).run.target
+        name = cfg_path.stem
+        results = []
+        for seed in args.seeds:
+            out = args.out / name / f"seed{seed}"
+            shutil.rmtree(out, ignore_errors=True)
+            argv = ["train", str(cfg_path), "--set", f"run.seed={seed}", "--out", str(out),
+                    "--set", f"parallel.num_workers={args.workers}", "--set", "logging.progress=none"]
+            for o in args.overrides:
+                argv += ["--set", o]
+            esvo_main(argv)
+            s = summarize(read_metrics(out), target)
+            results.append(s)
+            line = fmt({"config": name, "seed": str(seed), **s})
+            table.append(line)
+            print(line, flush=True)
+        med = {k: statistics.median(r[k] for r in results) for k, _, sp in COLUMNS[3:]}
+        n_hit = sum(r["reached"] == "yes" for r in results)
+        table.append(fmt({"config": name, "seed": "med", "reached": f"{n_hit}/{len(results)}", **med}))
+    print()
+    print(header)
+    print("\n".join(table))
+
+
+if __name__ == "__main__":
+    main()
