@@ -81,7 +81,11 @@ class Separable:
 
     def init_sigma(self, dim: int, sigma0: float | np.ndarray) -> np.ndarray:
         s = np.asarray(sigma0, dtype=np.float64)
-        return np.full(dim, float(s)) if s.ndim == 0 else s.astype(np.float64).copy()
+        if s.ndim == 0:
+            return np.full(dim, float(s))
+        if s.shape != (dim,):
+            raise ValueError(f"separable sigma must be a scalar or have shape ({dim},)")
+        return s.copy()
 
     def default_sigma_lr(self, dim: int) -> float:
         return snes_sigma_lr(dim)
