@@ -1,4 +1,5 @@
-"""The ``esvo`` command: train, resume, evaluate, plot and validate experiments.
+"""The ``esvo`` command: train, resume, evaluate, plot and validate experiments; submit them to a
+Ray cluster and follow them (``submit``, ``jobs``; see ``esvo.jobs``).
 
 Exit codes: 0 success; 1 the run failed (``TrainingError``) or could not finish; 2 bad input
 (arguments, config, objective, run directory), reported as one line on stderr before anything
@@ -10,6 +11,7 @@ Heavy modules (Ray, gymnasium, matplotlib) are imported only by the commands tha
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,7 +102,78 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("config", type=Path, help="experiment YAML file")
     overrides(p)
     p.set_defaults(func=_validate)
+    _add_cluster_commands(sub, overrides)
     return parser
+
+
+def _add_cluster_commands(sub, overrides) -> None:
+    """``esvo submit`` and ``esvo jobs list|status|logs|stop`` (Ray Job Submission)."""
+
+    def address(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--address",
+            default=os.environ.get("RAY_DASHBOARD_ADDRESS"),
+            metavar="URL",
+            help="the head's dashboard, e.g. http://HEAD:8265 (default $RAY_DASHBOARD_ADDRESS); "
+            "the auth token comes from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token",
+        )
+
+    p = sub.add_parser("submit", help="run an experiment as a job on a Ray cluster")
+    p.add_argument("config", type=Path, help="experiment YAML file (validated here first)")
+    overrides(p)
+    address(p)
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="REMOTE_DIR",
+        help="absolute parent directory of runs on the head node or a shared filesystem "
+        "(sets run.out_dir; a relative run.out_dir lands in the job's temporary working dir)",
+    )
+    p.add_argument(
+        "--working-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="project directory shipped with the job (your objectives/envs); default: none",
+    )
+    p.add_argument(
+        "--no-ship-esvo",
+        dest="ship_package",
+        action="store_false",
+        help="use the esvo installed on the cluster instead of uploading this one",
+    )
+    p.add_argument(
+        "--python",
+        default="python",
+        metavar="EXE",
+        help="interpreter on the cluster that runs the job (default: python)",
+    )
+    p.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="follow the job's output until it ends; exit 0 only if it SUCCEEDED "
+        "(default: --no-wait, print the job id and return)",
+    )
+    p.set_defaults(func=_submit)
+
+    p = sub.add_parser("jobs", help="list, inspect, follow or stop jobs on a Ray cluster")
+    jobs = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = jobs.add_parser("list", help="all jobs of the cluster")
+    address(q)
+    for action, text in (
+        ("status", "a job's status and message"),
+        ("logs", "a job's output (progress lines)"),
+        ("stop", "stop a job (it checkpoints and exits)"),
+    ):
+        q = jobs.add_parser(action, help=text)
+        q.add_argument("job_id", metavar="JOB_ID")
+        address(q)
+        if action == "logs":
+            q.add_argument("--follow", "-f", action="store_true", help="until the job ends")
+        if action == "stop":
+            q.add_argument("--wait", action="store_true", help="until it has stopped")
+    p.set_defaults(func=_jobs)
 
 
 def _positive_int(text: str) -> int:
@@ -259,6 +332,114 @@ def _validate(args: argparse.Namespace) -> int:
     cfg = _load_checked(args.config, args.overrides)
     sys.stdout.write(dump_config(cfg))
     return 0
+
+
+# ---------------------------------------------------------------------------- cluster jobs
+
+
+def _connect_jobs(args: argparse.Namespace):
+    from esvo.jobs import Jobs
+
+    if not args.address:
+        raise _UsageError(
+            "no cluster: pass --address http://HEAD:8265 or set RAY_DASHBOARD_ADDRESS"
+        )
+    return Jobs(args.address)
+
+
+def _cluster_errors(fn):
+    """Runs a cluster command: a refused token is bad input (2), other cluster errors 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        from esvo.jobs import AuthError, JobsError
+
+        try:
+            return fn(args)
+        except AuthError as e:
+            raise _UsageError(str(e)) from None
+        except (JobsError, TimeoutError) as e:
+            _error(args.command, e)
+            return EXIT_FAILED
+
+    return run
+
+
+@_cluster_errors
+def _submit(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    if args.out is not None:
+        if not os.path.isabs(args.out):
+            raise _UsageError(f"--out {args.out}: must be an absolute path on the cluster")
+        overrides.append(f"run.out_dir={args.out}")
+    if args.working_dir is not None and not args.working_dir.is_dir():
+        raise _UsageError(f"--working-dir {args.working_dir}: no such directory")
+    cfg = _load_checked(args.config, overrides)
+    jobs = _connect_jobs(args)  # reachable and the token accepted before anything is uploaded
+    if not os.path.isabs(cfg.run.out_dir):
+        print(
+            f"esvo submit: warning: run.out_dir = {cfg.run.out_dir!r} is relative: the run "
+            "lands in the job's working directory on the head node, which Ray may delete; "
+            "pass --out /absolute/dir",
+            file=sys.stderr,
+        )
+    job_id = jobs.submit(
+        dump_config(cfg),
+        name=cfg.run.name,
+        working_dir=args.working_dir,
+        ship_package=args.ship_package,
+        python=args.python,
+    )
+    print(job_id, flush=True)
+    print(
+        f"esvo submit: job {job_id} submitted to {jobs.address}; follow it with "
+        f"'esvo jobs logs {job_id} --follow --address {jobs.address}'",
+        file=sys.stderr,
+    )
+    if not args.wait:
+        return 0
+    for chunk in jobs.follow(job_id):
+        sys.stderr.write(chunk)
+        sys.stderr.flush()
+    status = jobs.wait(job_id, timeout_s=60)
+    print(f"esvo submit: job {job_id} {status}", file=sys.stderr)
+    return 0 if status == "SUCCEEDED" else EXIT_FAILED
+
+
+@_cluster_errors
+def _jobs(args: argparse.Namespace) -> int:
+    jobs = _connect_jobs(args)
+    if args.action == "list":
+        for job in jobs.list():
+            name = (job.metadata or {}).get("esvo_run", "-")
+            started = _time(job.start_time)
+            print(f"{job.submission_id or job.job_id}\t{job.status.value}\t{started}\t{name}")
+        return 0
+    if args.action == "status":
+        info = jobs.info(args.job_id)
+        message = " ".join((info.message or "").split())
+        print(f"{args.job_id}\t{info.status.value}\t{message}")
+        return 0
+    if args.action == "logs":
+        if args.follow:
+            for chunk in jobs.follow(args.job_id):
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+        else:
+            sys.stdout.write(jobs.logs(args.job_id))
+        return 0
+    was_running = jobs.stop(args.job_id)  # stop
+    status = jobs.wait(args.job_id, timeout_s=120) if args.wait else jobs.status(args.job_id)
+    state = "stop requested" if was_running else "was not running"
+    print(f"{args.job_id}\t{status}\t{state}")
+    return 0
+
+
+def _time(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    import datetime
+
+    return datetime.datetime.fromtimestamp(ms / 1000).isoformat(sep=" ", timespec="seconds")
 
 
 if __name__ == "__main__":

@@ -122,6 +122,7 @@ class _Slot:
     info_ref: ray.ObjectRef
     inflight: list = field(default_factory=list)  # ObjectRefs, oldest first
     busy_since: float | None = None  # start of the oldest in-flight call's turn
+    ready: bool = False  # the actor is up (info answered); only then does it get work
 
 
 def balanced_tasks(generation: int, ids: np.ndarray, num_chunks: int) -> list[Task]:
@@ -213,7 +214,8 @@ class RayEvaluator:
         noise_spec: plain data for ``make_noise`` (``Noise.spec()``), or a ``Noise`` (a
             ``NoiseTable``'s array is then shared as is instead of being rebuilt).
         num_workers: worker actors (1 CPU each); default all CPUs of the cluster (embedded: of
-            this machine).
+            this machine), and then elastic: CPUs that join the cluster (new nodes) get workers
+            from the next generation on. An explicit number stays fixed.
         address: ``None`` for an embedded local Ray (or ``RAY_ADDRESS`` if set); ``"auto"``,
             ``"host:port"`` or ``"ray://host:port"`` to join a cluster.
         chunks_per_worker: chunks per worker per generation (at most one pair each): load
@@ -249,6 +251,8 @@ class RayEvaluator:
         self.last_stats: dict = {}
         self._consecutive = 0
         self._slots: list[_Slot] = []
+        self._elastic = num_workers is None
+        self.startup_timeout_s = float(startup_timeout_s)
 
         table = None
         if isinstance(noise_spec, NoiseTable):
@@ -272,6 +276,8 @@ class RayEvaluator:
             self._slots = [self._new_slot() for _ in range(self.num_workers)]
             try:
                 ray.get([s.info_ref for s in self._slots], timeout=startup_timeout_s)
+                for slot in self._slots:
+                    slot.ready = True
             except rex.GetTimeoutError as e:
                 raise EvaluatorError(
                     f"{self.num_workers} workers (1 CPU each) did not start within "
@@ -303,12 +309,30 @@ class RayEvaluator:
         return [node for _, node in ray.get([s.info_ref for s in self._slots], timeout=120)]
 
     # ------------------------------------------------------------------ evaluation
+    def _grow(self) -> None:
+        """Elastic pool: a worker for every CPU that is free in the cluster (a node joined)."""
+        free = int(ray.available_resources().get("CPU", 0))
+        if free > 0:
+            self._slots += [self._new_slot() for _ in range(free)]
+            self.num_workers = len(self._slots)
+
+    def _refresh_ready(self) -> list[ray.ObjectRef]:
+        """Marks slots whose actor came up; returns the info refs still pending."""
+        pending = {s.info_ref: s for s in self._slots if not s.ready}
+        if pending:
+            up, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+            for ref in up:
+                pending.pop(ref).ready = True
+        return list(pending)
+
     def num_chunks(self, num_pairs: int) -> int:
         return max(1, min(num_pairs, self.num_workers * self.chunks_per_worker))
 
     def evaluate(self, spec: GenerationSpec, ids: np.ndarray) -> Results:
         """Scores all pairs ``ids[k]``; results ordered by pair index."""
         t0 = time.perf_counter()
+        if self._elastic:
+            self._grow()
         spec_ref = ray.put(spec)  # once; every task gets the reference
         tasks = balanced_tasks(spec.generation, np.asarray(ids), self.num_chunks(len(ids)))
         out, stats = self._run([("evaluate", (spec_ref, t)) for t in tasks])
@@ -349,9 +373,21 @@ class RayEvaluator:
         done = 0
         owner: dict[ray.ObjectRef, tuple[int, _Slot]] = {}
         stats = {"retries": 0, "workers_lost": 0, "driver_wait_s": 0.0}
+        idle_since: float | None = None
         try:
             while done < len(calls):
+                pending = self._refresh_ready()
                 self._dispatch(calls, queue, owner)
+                if not owner:  # no worker is up (e.g. replacements waiting for a lost node's CPUs)
+                    idle_since = idle_since or time.monotonic()
+                    if time.monotonic() - idle_since > self.startup_timeout_s:
+                        raise EvaluatorError(
+                            f"no worker came up within {self.startup_timeout_s:.0f} s "
+                            f"({len(pending)} waiting for CPUs); has the cluster lost its nodes?"
+                        )
+                    ray.wait(pending, num_returns=1, timeout=1.0)
+                    continue
+                idle_since = None
                 t = time.perf_counter()
                 ready, _ = ray.wait(list(owner), num_returns=1, timeout=1.0)
                 stats["driver_wait_s"] += time.perf_counter() - t
@@ -393,7 +429,7 @@ class RayEvaluator:
             for slot in self._slots:
                 if not queue or (depth == 2 and len(queue) <= self.num_workers):
                     return
-                if len(slot.inflight) >= depth:
+                if not slot.ready or len(slot.inflight) >= depth:
                     continue
                 j = queue.popleft()
                 name, args = calls[j]
@@ -416,6 +452,7 @@ class RayEvaluator:
             ray.kill(slot.actor, no_restart=True)
         fresh = self._new_slot()  # the pool stays whole, also after giving up
         slot.actor, slot.info_ref = fresh.actor, fresh.info_ref
+        slot.ready = False  # work goes to the new actor once it is up
         if self._consecutive >= self.max_consecutive_failures:
             n, self._consecutive = self._consecutive, 0
             raise EvaluatorError(

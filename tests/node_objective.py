@@ -1,0 +1,58 @@
+"""A slow test function objective that records which Ray node and process scored each chunk.
+
+Built in workers by ``make_objective(kind="python", target="tests.node_objective:make")``; its
+scores are ``FunctionObjective``'s. Each process appends ``generation node_id`` lines to
+``record_dir/<pid>`` (one file per process: no concurrent writers).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from esvo.core.noise import Noise
+from esvo.objectives.base import FunctionObjective
+from esvo.protocol import GenerationSpec, Results, Task
+
+
+def _node_id() -> str:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.get_runtime_context().get_node_id()
+    except ImportError:
+        pass
+    return "local"
+
+
+class NodeRecordingObjective(FunctionObjective):
+    """``FunctionObjective`` plus ``delay_s`` per pair and a record of (generation, node)."""
+
+    def __init__(self, name: str = "sphere", dim: int = 10, record_dir: str = "", delay_s=0.0):
+        super().__init__(name, dim)
+        self.delay_s = float(delay_s)
+        self.record = Path(record_dir) / str(os.getpid()) if record_dir else None
+
+    def evaluate(self, spec: GenerationSpec, task: Task, noise: Noise) -> Results:
+        if self.record is not None:
+            with open(self.record, "a") as f:
+                f.write(f"{task.generation} {_node_id()}\n")
+        time.sleep(self.delay_s * len(task.indices))
+        return super().evaluate(spec, task, noise)
+
+
+def make(**options) -> NodeRecordingObjective:
+    return NodeRecordingObjective(**options)
+
+
+def read_records(record_dir: Path) -> list[tuple[int, int, str]]:
+    """``(pid, generation, node_id)`` for every chunk recorded so far."""
+    out = []
+    for path in Path(record_dir).iterdir():
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                out.append((int(path.name), int(parts[0]), parts[1]))
+    return out
