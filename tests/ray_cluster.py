@@ -2,8 +2,7 @@
 
 Every process gets the cluster's own ``RAY_TMPDIR`` and auth token, so a test touches neither
 ``~/.ray`` nor any other Ray on the machine; everything is torn down by signalling the process
-groups this module started (never ``ray stop``). Same approach as
-``tests/parallel/test_ray_backend.py::local_cluster``, plus the dashboard and extra nodes.
+groups this module started (never ``ray stop``).
 """
 
 from __future__ import annotations

@@ -3,15 +3,10 @@ with 1 or 2 workers, after a worker is killed mid-generation, and when joining a
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,6 +20,7 @@ from esvo.objectives.base import make_objective
 from esvo.parallel import SerialEvaluator
 from esvo.parallel.ray_backend import EvaluatorError, RayEvaluator
 from esvo.protocol import GenerationSpec
+from tests.ray_cluster import local_cluster
 
 pytestmark = pytest.mark.ray
 
@@ -181,73 +177,16 @@ def test_bad_objective_fails_at_start(ray_session):
 
 
 # ---------------------------------------------------------------------- joining a cluster
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _kill_group(proc: subprocess.Popen, grace_s: float = 3.0) -> None:
-    """SIGTERM the process group we started, SIGKILL what is left after ``grace_s`` (the
-    blocking `ray start` and the GCS ignore SIGTERM)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            proc.poll()  # reap the leader, or the group never looks empty
-            os.killpg(proc.pid, 0)  # raises once the whole group is gone
-            time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-
-
 @pytest.fixture
-def local_cluster():
-    """``ray start --head --block`` in its own process group, temp dir and auth token (so it
-    touches neither ~/.ray nor other clusters on the machine); killed by process group."""
-    tmp = tempfile.mkdtemp(prefix="esvo-ray-", dir="/tmp")  # short: Ray's socket paths
-    env = {
-        **os.environ,
-        "RAY_TMPDIR": tmp,
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": secrets.token_hex(32),
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
-    env.pop("RAY_ADDRESS", None)
-    cmd = [
-        str(Path(sys.executable).with_name("ray")),
-        "start",
-        "--head",
-        "--block",
-        f"--port={_free_port()}",
-        "--num-cpus=2",
-        "--disable-usage-stats",
-        "--include-dashboard=false",
-    ]
-    head = subprocess.Popen(
-        cmd,
-        env=env,
-        cwd=tmp,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    address_file = Path(tmp, "ray", "ray_current_cluster")
-    try:
-        deadline = time.monotonic() + 90
-        while not (address_file.exists() and address_file.read_text().strip()):
-            assert head.poll() is None, "ray start exited"
-            assert time.monotonic() < deadline, "ray start did not come up"
-            time.sleep(0.2)
-        yield address_file.read_text().strip(), env
-    finally:
-        _kill_group(head)
-        shutil.rmtree(tmp, ignore_errors=True)
+def head():
+    """A throwaway ``ray start --head`` with its own temp dir and auth token (tests/ray_cluster)."""
+    with local_cluster(num_cpus=2, dashboard=False) as cluster:
+        yield cluster.gcs_address, cluster.env
 
 
-def test_join_running_cluster_auto_and_explicit(local_cluster):
+def test_join_running_cluster_auto_and_explicit(head):
     # A fresh process: this one may hold the session's embedded Ray (one ray.init per process).
-    address, env = local_cluster
+    address, env = head
     out = subprocess.run(
         [sys.executable, "-m", "tests.parallel.join_cluster", "auto", address],
         cwd=ROOT,
