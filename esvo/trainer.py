@@ -470,7 +470,8 @@ class _SignalGuard:
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            # None: the previous handler was not Python's (e.g. Ray's C++ one, gone with Ray)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
         self._previous.clear()
 
 
@@ -493,15 +494,17 @@ def _execute(
     own_evaluator = evaluator is None
     extra = default_loggers(cfg, run_dir) if loggers is None else list(loggers)
     metrics = JsonlLogger(run_dir / METRICS_FILE)
+    if own_evaluator:
+        try:
+            evaluator = make_evaluator(cfg, strategy.noise)
+        except Exception as e:
+            metrics.close()
+            raise TrainingError(
+                f"cannot start the {cfg.parallel.backend} evaluator: {type(e).__name__}: {e}"
+            ) from e
+    # After the evaluator: ray.init installs a SIGTERM handler of its own, which would replace
+    # ours (the run would die without its checkpoint).
     with _SignalGuard() as signals:
-        if own_evaluator:
-            try:
-                evaluator = make_evaluator(cfg, strategy.noise)
-            except Exception as e:
-                metrics.close()
-                raise TrainingError(
-                    f"cannot start the {cfg.parallel.backend} evaluator: {type(e).__name__}: {e}"
-                ) from e
         run = _Run(
             cfg,
             run_dir,

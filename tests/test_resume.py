@@ -7,6 +7,7 @@ identical.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -23,6 +24,7 @@ from esvo.checkpoint import CheckpointWarning, latest_checkpoint, list_checkpoin
 from esvo.config import config_from_dict, dump_config
 from esvo.loggers import read_jsonl
 from esvo.objectives.base import FunctionObjective
+from esvo.parallel import SerialEvaluator
 from esvo.trainer import EVALUATOR_FIELDS, TIME_FIELDS, TrainingError, resume, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,14 +233,14 @@ sys.exit(r.exit_code)
 """
 
 
-def slow_cfg(generations: int):
+def slow_cfg(generations: int, backend: str = "serial"):
     return config_from_dict(
         {
             "run": {"name": "slow", "seed": 5, "generations": generations},
             "objective": {"kind": "python", "target": "tests.test_resume:slow_sphere",
                           "dim": 300, "delay": 0.004},
             "strategy": {"num_pairs": 6, "noise": "generator"},
-            "parallel": {"backend": "serial"},
+            "parallel": {"backend": backend, "num_workers": 2},
             "evaluation": {"every": 5, "episodes": 1},
             "checkpoint": {"every": 1, "keep": 2},
             "logging": {"progress": "none"},
@@ -258,14 +260,13 @@ def launch(*args: str) -> subprocess.Popen:
     )
 
 
-def wait_until_touched(path: Path, since_ns: int, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
+def wait_for_lines(path: Path, more_than: int, proc: subprocess.Popen) -> None:
+    """Until ``path`` has more than ``more_than`` lines (this process completed a generation)."""
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if path.stat().st_mtime_ns >= since_ns:
+        with contextlib.suppress(FileNotFoundError):
+            if len(path.read_text().splitlines()) > more_than:
                 return
-        except FileNotFoundError:
-            pass
         time.sleep(0.005)
 
 
@@ -280,11 +281,12 @@ def test_sigkill_at_random_moments_then_resume_gives_the_same_run(tmp_path):
     generations, kills = [], 0
     for _ in range(6):
         started = (run_dir / "config.yaml").exists()  # else killed before train() wrote it
-        launched = time.time_ns()
+        ckpt = latest_checkpoint(run_dir / "checkpoints") if started else None
         proc = launch("resume", run_dir) if started else launch("train", run_dir, cfg_path)
-        # A random moment after the process got going (its imports take a variable time on a
-        # loaded machine): it has touched metrics.jsonl (truncated on resume, or a new line).
-        wait_until_touched(run_dir / "metrics.jsonl", launched, proc)
+        # A random moment after the process got going (its start-up takes a variable time on a
+        # loaded machine): once it has completed a generation beyond its checkpoint, so that
+        # every launch makes progress and the moments fall inside the generation loop.
+        wait_for_lines(run_dir / "metrics.jsonl", 0 if ckpt is None else ckpt.generation, proc)
         try:
             proc.wait(timeout=float(rng.uniform(0.0, 0.5)))
         except subprocess.TimeoutExpired:
@@ -308,9 +310,11 @@ def test_sigkill_at_random_moments_then_resume_gives_the_same_run(tmp_path):
     assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".tmp")]
 
 
-def test_sigterm_checkpoints_exits_143_and_resume_finishes_the_same_run(tmp_path):
-    cfg = slow_cfg(generations=40)
-    train(cfg, tmp_path / "full", loggers=[])
+@pytest.mark.parametrize("backend", ["serial", pytest.param("ray", marks=pytest.mark.ray)])
+def test_sigterm_checkpoints_exits_143_and_resume_finishes_the_same_run(tmp_path, backend):
+    # With Ray, ray.init installs a SIGTERM handler of its own: the trainer's must win.
+    cfg = slow_cfg(generations=40, backend=backend)
+    train(slow_cfg(generations=40), tmp_path / "full", loggers=[])
     run_dir = tmp_path / "term"
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(dump_config(cfg))
@@ -325,6 +329,7 @@ def test_sigterm_checkpoints_exits_143_and_resume_finishes_the_same_run(tmp_path
     ckpt = latest_checkpoint(run_dir / "checkpoints")
     assert ckpt is not None and 3 <= ckpt.generation < 40
     assert len(read_jsonl(run_dir / "metrics.jsonl")) == ckpt.generation
-    done = resume(run_dir, loggers=[])
+    serial = SerialEvaluator(cfg.objective.to_spec(), {"kind": "generator", "dim": 300})
+    done = resume(run_dir, evaluator=serial, loggers=[])
     assert (done.reason, done.generation) == ("generations", 40)
-    assert_same_run(tmp_path / "full", run_dir)
+    assert_same_run(tmp_path / "full", run_dir, ignore=TIME_FIELDS | EVALUATOR_FIELDS)
