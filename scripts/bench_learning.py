@@ -11,6 +11,7 @@ it reports its final counters and its best evaluated return). The median row is 
         configs/halfcheetah.yaml --seeds 0 1 2 --workers 2
 
 Extra ``--set key=value`` overrides are passed to every run (e.g. ``--set run.max_env_steps=1e6``).
+``--reuse`` tabulates the runs already under ``--out`` (no training where a metrics.jsonl exists).
 """
 
 from __future__ import annotations
@@ -48,7 +49,11 @@ def read_metrics(out: Path) -> list[dict]:
 def summarize(rows: list[dict], target: float) -> dict:
     """Counters at the first evaluation reaching ``target`` (else at the end of the run)."""
     hit = next(
-        (r for r in rows if r.get("eval_return_mean") is not None and r["eval_return_mean"] >= target),
+        (
+            r
+            for r in rows
+            if r.get("eval_return_mean") is not None and r["eval_return_mean"] >= target
+        ),
         None,
     )
     last = hit or rows[-1]
@@ -83,6 +88,9 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--workers", type=int, default=2, help="Ray workers (parallel.num_workers)")
     p.add_argument("--out", type=Path, default=Path("/tmp/bench_learning"))
+    p.add_argument(
+        "--reuse", action="store_true", help="read existing runs, train only missing ones"
+    )
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
 
@@ -94,9 +102,24 @@ def main() -> None:
         results = []
         for seed in args.seeds:
             out = args.out / name / f"seed{seed}"
+            if args.reuse and any(out.rglob("metrics.jsonl")):
+                s = summarize(read_metrics(out), target)
+                results.append(s)
+                table.append(fmt({"config": name, "seed": str(seed), **s}))
+                continue
             shutil.rmtree(out, ignore_errors=True)
-            argv = ["train", str(cfg_path), "--set", f"run.seed={seed}", "--out", str(out),
-                    "--set", f"parallel.num_workers={args.workers}", "--set", "logging.progress=none"]
+            argv = [
+                "train",
+                str(cfg_path),
+                "--set",
+                f"run.seed={seed}",
+                "--out",
+                str(out),
+                "--set",
+                f"parallel.num_workers={args.workers}",
+                "--set",
+                "logging.progress=none",
+            ]
             for o in args.overrides:
                 argv += ["--set", o]
             esvo_main(argv)
@@ -107,7 +130,9 @@ def main() -> None:
             print(line, flush=True)
         med = {k: statistics.median(r[k] for r in results) for k, _, sp in COLUMNS[3:]}
         n_hit = sum(r["reached"] == "yes" for r in results)
-        table.append(fmt({"config": name, "seed": "med", "reached": f"{n_hit}/{len(results)}", **med}))
+        table.append(
+            fmt({"config": name, "seed": "med", "reached": f"{n_hit}/{len(results)}", **med})
+        )
     print()
     print(header)
     print("\n".join(table))
