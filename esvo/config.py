@@ -238,6 +238,8 @@ class StrategyConfig:
     """per step ``|log(sigma'/sigma)| <= log(1 + sigma_max_change)``"""
     shaping: str = _f("centered_ranks", choices=tuple(SHAPINGS))
     """fitness shaping"""
+    top_k: int | None = _f(None, ge=1)
+    """update from the best ``top_k`` pairs only, by ``max(f+, f-)`` (ARS V2-t; null: all)"""
     weight_decay: float = _f(0.0, ge=0)
     """L2 coefficient: ``g <- g - weight_decay * mean``"""
     maximize: bool | None = None
@@ -547,6 +549,10 @@ def _check_cross_fields(cfg: Config, source: str) -> None:
             "set at least one stop condition"
         )
         raise ConfigError(source, "run.generations", None, "at least one stop condition", problem)
+    k, n = strategy.top_k, strategy.num_pairs
+    if k is not None and n is not None and k > n:
+        allowed = f"an integer <= strategy.num_pairs = {n}, or null"
+        raise ConfigError(source, "strategy.top_k", k, allowed)
     if strategy.sigma_max <= strategy.sigma_min:
         allowed = f"a number > strategy.sigma_min = {strategy.sigma_min!r}"
         raise ConfigError(source, "strategy.sigma_max", strategy.sigma_max, allowed)

@@ -181,6 +181,7 @@ def make_strategy(cfg: Config, objective: Objective) -> Strategy:
         sigma_lr=s.sigma_lr,
         sigma_bounds=SigmaBounds(s.sigma_min, s.sigma_max, s.sigma_max_change),
         shaping=s.shaping,
+        top_k=s.top_k,
         optimizer=cfg.optimizer.build(),
         weight_decay=s.weight_decay,
         seed=cfg.run.seed,

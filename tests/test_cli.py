@@ -88,6 +88,12 @@ BROKEN = [
         ["strategy.sigma_max = 0.5", "sigma_min"],
     ),
     (
+        "top_k_above_num_pairs",
+        {"strategy": {"num_pairs": 4, "top_k": 5}},
+        [],
+        ["strategy.top_k = 5", "num_pairs = 4"],
+    ),
+    (
         "failure_rate_range",
         {"run": {"generations": 2, "max_failure_rate": 1.5}},
         [],

@@ -97,6 +97,8 @@ class Strategy:
         sigma_lr: log-sigma learning rate; ``None`` for the NES default, ``0`` for fixed sigma.
         sigma_bounds: clamps on sigma (default ``SigmaBounds()``).
         shaping: a name in ``SHAPINGS`` or a callable ``(2n,) -> (2n,)``.
+        top_k: update from the ``top_k`` best pairs only, ranked by ``max(f+, f-)`` (ARS V2-t,
+            Mania et al. 2018); the others get zero utility. ``None``: all pairs.
         optimizer: acts on the mean's natural gradient (default SGD with ``lr = 1``, NES).
         weight_decay: L2 coefficient ``lambda``: ``g <- g - lambda * mean``.
         seed: run seed; with the generation and pair index it names every perturbation.
@@ -114,6 +116,7 @@ class Strategy:
         sigma_lr: float | None = None,
         sigma_bounds: SigmaBounds | None = None,
         shaping: str | Shaping = "nes",
+        top_k: int | None = None,
         optimizer: Optimizer | None = None,
         weight_decay: float = 0.0,
         seed: int = 0,
@@ -135,6 +138,9 @@ class Strategy:
         self.sigma_lr = self.distribution.default_sigma_lr(dim) if sigma_lr is None else sigma_lr
         self.sigma_bounds = SigmaBounds() if sigma_bounds is None else sigma_bounds
         self.shaping = SHAPINGS[shaping] if isinstance(shaping, str) else shaping
+        if top_k is not None and not 1 <= top_k <= self.num_pairs:
+            raise ValueError(f"top_k must be in [1, num_pairs={self.num_pairs}], got {top_k}")
+        self.top_k = top_k
         self.optimizer = SGD(1.0) if optimizer is None else optimizer
         self.weight_decay = float(weight_decay)
         self.seed = int(seed)
@@ -168,6 +174,17 @@ class Strategy:
         step = state.sigma * z
         return np.stack([state.mean + step, state.mean - step], axis=1)
 
+    def utilities(self, signed: np.ndarray) -> np.ndarray:
+        """Shaped utilities ``(n, 2)`` of higher-is-better scores ``(n, 2)``; with ``top_k``,
+        shaped over the best pairs only (a stable sort: ties go to the lower pair index)."""
+        if self.top_k is None or self.top_k == len(signed):
+            return self.shaping(signed.reshape(-1)).reshape(-1, 2)
+        best = np.where(np.isfinite(signed), signed, -np.inf).max(axis=1)  # (n,)
+        keep = np.sort(np.argsort(-best, kind="stable")[: self.top_k])
+        u = np.zeros_like(signed)
+        u[keep] = self.shaping(signed[keep].reshape(-1)).reshape(-1, 2)
+        return u
+
     def tell(
         self, state: SearchState, ask: Ask, fitness: np.ndarray
     ) -> tuple[SearchState, dict[str, float]]:
@@ -189,7 +206,7 @@ class Strategy:
             raise ValueError(f"fitness must have shape ({ask.num_pairs}, 2), got {f.shape}")
         signed = f if self.maximize else -f  # higher is better from here on
         finite = np.isfinite(signed)
-        u = self.shaping(signed.reshape(-1)).reshape(-1, 2)
+        u = self.utilities(signed)
         a, b = u[:, 0] - u[:, 1], u[:, 0] + u[:, 1]
 
         g_mean, g_log_sigma = self.distribution.gradients(

@@ -132,3 +132,22 @@ def test_runaway_update_leaves_state_unchanged():
     st = s.init(np.ones(4) * 1e10)
     with pytest.raises(FloatingPointError, match="unchanged"):
         s.tell(st, s.ask(st), sphere(s.population(st, s.ask(st))))
+
+
+def test_top_k_updates_from_the_best_pairs_only():
+    s = make(num_pairs=6, top_k=2, shaping="raw")
+    f = np.array([[1.0, 2.0], [9.0, 0.0], [3.0, 3.5], [0.5, 8.0], [np.nan, 4.0], [2.0, 1.0]])
+    u = s.utilities(-f)  # minimizing: the best pairs have the lowest min(f+, f-)
+    kept = np.flatnonzero(np.any(u != 0, axis=1))
+    np.testing.assert_array_equal(kept, [1, 3])  # min 0.0 and 0.5
+    np.testing.assert_allclose(u[kept], s.shaping(-f[kept].reshape(-1)).reshape(-1, 2))
+    # and the update equals one over those pairs alone
+    st = s.init(np.ones(4))
+    a = s.ask(st)
+    nxt, _ = s.tell(st, a, f)
+    only = make(num_pairs=2, shaping="raw")
+    sub = type(a)(a.generation, a.ids[kept])
+    nxt_only, _ = only.tell(only.init(np.ones(4)), sub, f[kept])
+    np.testing.assert_allclose(nxt.mean, nxt_only.mean, atol=1e-15)
+    with pytest.raises(ValueError, match="top_k"):
+        make(num_pairs=3, top_k=4)
