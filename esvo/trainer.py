@@ -42,7 +42,7 @@ from esvo.config import Config, dump_config, load_config
 from esvo.core.distributions import SigmaBounds
 from esvo.core.noise import Noise, make_noise
 from esvo.core.running_stat import RunningStat
-from esvo.core.strategy import TABLE_MIN_DIM, SearchState, Strategy
+from esvo.core.strategy import SearchState, Strategy
 from esvo.loggers import (
     JsonlLogger,
     Logger,
@@ -162,12 +162,9 @@ class _Run:
 
 
 def make_noise_source(cfg: Config, dim: int) -> Noise:
-    """The noise of ``cfg.strategy`` (``auto``: exact generator below ``TABLE_MIN_DIM``)."""
-    kind = cfg.strategy.noise
-    if kind == "auto":
-        kind = "table" if dim >= TABLE_MIN_DIM else "generator"
-    size = cfg.strategy.noise_table_size if kind == "table" else None
-    return make_noise(kind, dim, seed=cfg.strategy.noise_seed, size=size)
+    """The noise of ``cfg.strategy`` (``auto``: by dimension, see ``make_noise``)."""
+    s = cfg.strategy
+    return make_noise(s.noise, dim, seed=s.noise_seed, size=s.noise_table_size)
 
 
 def make_strategy(cfg: Config, objective: Objective) -> Strategy:

@@ -56,8 +56,10 @@ def main() -> None:
                 for seed in range(args.seeds)
             ]
             shown = ", ".join("fail" if c is None else f"{c:,}" for c in counts)
-            print(f"{name + ' d=' + str(dim):<16} {target:>7.0e} {budget:>9,} {dist:>12}  {shown}",
-                  flush=True)
+            print(
+                f"{name + ' d=' + str(dim):<16} {target:>7.0e} {budget:>9,} {dist:>12}  {shown}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -29,9 +29,8 @@ import time
 import gymnasium as gym
 import numpy as np
 
-from esvo.core import NoiseGenerator, NoiseTable, Strategy
+from esvo.core import Strategy, make_noise
 from esvo.core.running_stat import RunningStat
-from esvo.core.strategy import TABLE_MIN_DIM
 from esvo.objectives.base import make_objective
 from esvo.objectives.gym.policies import normalize
 from esvo.parallel.ray_backend import RayEvaluator
@@ -81,7 +80,7 @@ class Run:
     def __init__(self, spec: dict, num_pairs: int, evaluator_factory):
         self.obj = make_objective(**spec)
         dim = self.obj.num_params
-        noise = NoiseTable(dim) if dim >= TABLE_MIN_DIM else NoiseGenerator(dim)
+        noise = make_noise("auto", dim)
         self.strategy = Strategy(
             dim, maximize=True, num_pairs=num_pairs, sigma_init=SIGMA, noise=noise, seed=0
         )

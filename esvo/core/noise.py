@@ -38,6 +38,9 @@ _MIX2 = np.uint64(0x94D049BB133111EB)
 BLOCK = 1 << 16
 # Below this many elements (n * d) the update gathers the slices and uses one float64 matmul.
 SMALL = 1 << 21
+# Below this dimension the auto noise is the exact per-id generator; from it on, the shared
+# table (its update is bandwidth-bound; the generator's is ~8 ns/element). scripts/bench_noise.py.
+TABLE_MIN_DIM = 10_000
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -262,10 +265,14 @@ def _sums_dense(z: np.ndarray, a: np.ndarray, b: np.ndarray | None, sq_norms: bo
     return NoiseSums(s1, s2, sq)
 
 
-def make_noise(kind: NoiseKind, dim: int, seed: int = 0, size: int | None = None) -> Noise:
-    """Build a noise source from its ``spec()``."""
+def make_noise(
+    kind: NoiseKind | Literal["auto"], dim: int, seed: int = 0, size: int | None = None
+) -> Noise:
+    """Build a noise source from its ``spec()``; ``auto`` picks by ``dim`` (``TABLE_MIN_DIM``)."""
+    if kind == "auto":
+        kind = "table" if dim >= TABLE_MIN_DIM else "generator"
     if kind == "table":
         return NoiseTable(dim, seed=seed, size=size)
     if kind == "generator":
         return NoiseGenerator(dim, seed=seed)
-    raise ValueError(f"noise kind must be 'table' or 'generator', got {kind!r}")
+    raise ValueError(f"noise kind must be 'auto', 'table' or 'generator', got {kind!r}")

@@ -17,13 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from esvo.core.distributions import DISTRIBUTIONS, Isotropic, Separable, SigmaBounds
-from esvo.core.noise import Noise, NoiseGenerator, NoiseTable, perturbation_ids
+from esvo.core.noise import Noise, make_noise, perturbation_ids
 from esvo.core.optimizers import SGD, Optimizer, OptState
 from esvo.core.shaping import SHAPINGS, Shaping
-
-# Below this dimension the auto noise is the exact per-id generator; from it on, the shared
-# table (its update is bandwidth-bound; the generator's is ~8 ns/element). scripts/bench_noise.py.
-TABLE_MIN_DIM = 10_000
 
 
 @dataclass(frozen=True)
@@ -145,9 +141,7 @@ class Strategy:
         self.weight_decay = float(weight_decay)
         self.seed = int(seed)
         if isinstance(noise, str):
-            if noise == "auto":
-                noise = "table" if dim >= TABLE_MIN_DIM else "generator"
-            noise = NoiseTable(dim) if noise == "table" else NoiseGenerator(dim)
+            noise = make_noise(noise, dim)
         if noise.dim != self.dim:
             raise ValueError(f"noise has dim {noise.dim}, strategy {self.dim}")
         self.noise: Noise = noise
