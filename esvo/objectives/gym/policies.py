@@ -22,8 +22,9 @@ linear 17 -> 6 policy ~15-30 us per step, of a 17-64-64-6 MLP ~100-200 us (a sta
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -252,6 +253,10 @@ class ActionHead:
             tuple(int(s) for s in d["shape"]),
         )
 
+    @functools.cached_property
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.array(self.low), np.array(self.high)
+
     def act(self, out: np.ndarray, rng: np.random.Generator | None, noise_std: float = 0.0):
         """The action for one output row ``out`` ``(out_dim,)`` float32.
 
@@ -260,22 +265,40 @@ class ActionHead:
             rng: the episode's generator; used for sampling and ``noise_std`` only.
             noise_std: Gaussian noise added to the outputs first (training exploration).
         """
+        return self.act_batch(out[None], [rng], noise_std)[0]
+
+    def act_batch(
+        self,
+        out: np.ndarray,
+        rngs: Sequence[np.random.Generator | None],
+        noise_std: float = 0.0,
+    ) -> Sequence[Any]:
+        """``act`` for each row of ``out`` ``(L, out_dim)`` with generator ``rngs[row]``, bit
+        for bit (every operation is per row or elementwise); a row whose generator is None
+        gets no noise or sampling (an idle lockstep slot)."""
         o = out.astype(np.float64)
-        if noise_std > 0:
-            o = o + noise_std * rng.standard_normal(o.shape)
+        if noise_std > 0 or (self.mode == "sample" and self.kind != "box"):
+            for row, rng in enumerate(rngs):
+                if rng is None:
+                    continue
+                if noise_std > 0:
+                    o[row] += noise_std * rng.standard_normal(o.shape[1])
+                if self.mode == "sample" and self.kind != "box":
+                    o[row] += rng.gumbel(size=o.shape[1])
         if self.kind == "box":
-            low, high = np.array(self.low), np.array(self.high)
+            low, high = self._bounds
             if self.mode == "tanh":  # low + (tanh(o) + 1) / 2 * (high - low)
                 a = low + 0.5 * (np.tanh(o) + 1.0) * (high - low)
             else:
                 a = np.clip(o, low, high)
-            return a.reshape(self.shape).astype(np.float32)
-        if self.mode == "sample":
-            o = o + rng.gumbel(size=o.shape)
+            return a.reshape(len(o), *self.shape).astype(np.float32)
         if self.kind == "discrete":
-            return self.start[0] + int(np.argmax(o))
-        parts = np.split(o, np.cumsum(self.nvec)[:-1])
-        return np.array([s + int(np.argmax(p)) for s, p in zip(self.start, parts, strict=True)])
+            return [self.start[0] + int(i) for i in np.argmax(o, axis=1)]
+        cuts = np.cumsum(self.nvec)[:-1]
+        return [
+            np.array([s + int(np.argmax(p)) for s, p in zip(self.start, parts, strict=True)])
+            for parts in (np.split(row, cuts) for row in o)
+        ]
 
 
 def obs_size(space: Any) -> int:

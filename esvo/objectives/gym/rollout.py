@@ -238,12 +238,12 @@ def run_lockstep(
         start(s)
     while any(slot is not None for slot in slots):
         out = policy.forward(weights, normalize(raw, obs_mean, obs_std, obs_clip))  # (L, out)
+        actions = head.act_batch(out, [None if t is None else t.rng for t in slots], action_noise)
         for s, slot in enumerate(slots):
             if slot is None:
                 continue
             try:
-                action = head.act(out[s], slot.rng, action_noise)
-                obs, reward, terminated, truncated, _ = slot.env.step(action)
+                obs, reward, terminated, truncated, _ = slot.env.step(actions[s])
             except Exception:
                 fail(s, slot)
                 start(s)

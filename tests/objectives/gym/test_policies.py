@@ -97,6 +97,41 @@ def test_discrete_and_multidiscrete_heads():
     assert multi.act(np.array([0, 1, 5, 0, 1], np.float32), None).tolist() == [1, 0]
 
 
+_BOX = spaces.Box(np.array([-1.0, 0.0]), np.array([1.0, 3.0]), dtype=np.float64)
+
+
+@pytest.mark.parametrize(
+    "space, mode",
+    [
+        (_BOX, "clip"),
+        (_BOX, "tanh"),
+        (spaces.Discrete(4, start=1), "argmax"),
+        (spaces.Discrete(4, start=1), "sample"),
+        (spaces.MultiDiscrete([3, 2]), "argmax"),
+        (spaces.MultiDiscrete([3, 2]), "sample"),
+    ],
+    ids=str,
+)
+def test_batched_actions_equal_row_by_row_actions(space, mode):
+    """The lockstep loop maps all slots at once: each row must get exactly the action of its
+    own row and generator, and an idle row (generator None) must not consume any draws."""
+    box = isinstance(space, spaces.Box)
+    head = ActionHead.for_space(space, "argmax" if box else mode, mode if box else "clip")
+    out = np.random.default_rng(0).standard_normal((5, head.out_dim)).astype(np.float32)
+    seeds = [3, None, 4, 5, None]
+    rngs = [None if s is None else np.random.default_rng(s) for s in seeds]
+    batch = head.act_batch(out, rngs, noise_std=0.3)
+    for row, seed in enumerate(seeds):
+        rng = None if seed is None else np.random.default_rng(seed)
+        one = head.act(out[row], rng, noise_std=0.3 if seed is not None else 0.0)
+        assert np.array_equal(np.asarray(batch[row]), np.asarray(one))
+        if box and seed is not None:  # the reference: clip / squash the noisy outputs
+            o = out[row] + 0.3 * np.random.default_rng(seed).standard_normal(head.out_dim)
+            lo, hi = np.array(head.low), np.array(head.high)
+            ref = np.clip(o, lo, hi) if mode == "clip" else lo + 0.5 * (np.tanh(o) + 1) * (hi - lo)
+            np.testing.assert_allclose(batch[row], ref, rtol=1e-6)
+
+
 @pytest.mark.parametrize("space", [spaces.Discrete(3), spaces.MultiDiscrete([3, 2, 4])], ids=str)
 def test_sampling_is_seeded_and_follows_the_logits(space):
     head = ActionHead.for_space(space, "sample", "clip")
