@@ -186,8 +186,9 @@ def make_strategy(cfg: Config, objective: Objective) -> Strategy:
     )
 
 
-def make_evaluator(cfg: Config, noise: Noise) -> Evaluator:
-    """``SerialEvaluator`` or ``RayEvaluator`` per ``cfg.parallel`` (Ray imported only here)."""
+def make_evaluator(cfg: Config, noise: Noise, batch_pairs: int = 1) -> Evaluator:
+    """``SerialEvaluator`` or ``RayEvaluator`` per ``cfg.parallel`` (Ray imported only here);
+    ``batch_pairs``: the objective's, the smallest chunk worth sending."""
     spec = cfg.objective.to_spec()
     p = cfg.parallel
     if p.backend == "serial":
@@ -200,6 +201,7 @@ def make_evaluator(cfg: Config, noise: Noise) -> Evaluator:
         num_workers=p.num_workers,
         address=p.address,
         chunks_per_worker=p.chunks_per_worker,
+        min_chunk_pairs=batch_pairs,
         max_consecutive_failures=p.max_consecutive_failures,
         include_dashboard=p.dashboard,
     )
@@ -494,7 +496,7 @@ def _execute(
     metrics = JsonlLogger(run_dir / METRICS_FILE)
     if own_evaluator:
         try:
-            evaluator = make_evaluator(cfg, strategy.noise)
+            evaluator = make_evaluator(cfg, strategy.noise, getattr(objective, "batch_pairs", 1))
         except Exception as e:
             metrics.close()
             raise TrainingError(

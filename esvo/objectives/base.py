@@ -22,6 +22,9 @@ class Objective(Protocol):
     num_params: int
     maximize: bool
     obs_dim: int | None  # observation size for the normalizer; None without one
+    # optional: pairs one ``evaluate`` call scores together (a gym objective's lockstep
+    # width); the Ray evaluator keeps its chunks at least this big when it can (default 1)
+    batch_pairs: int
 
     def initial_params(self, seed: int) -> np.ndarray:
         """``theta0`` (float64 ``(num_params,)``), a pure function of the seed."""
@@ -42,6 +45,7 @@ class FunctionObjective:
 
     maximize = False
     obs_dim = None
+    batch_pairs = 1
 
     def __init__(self, name: str, dim: int, init: float = 1.0):
         if name not in FUNCTIONS:

@@ -108,6 +108,8 @@ class GymObjective:
         self.obs_norm, self.obs_norm_prob = bool(obs_norm), float(obs_norm_prob)
         self.obs_clip, self.obs_std_floor = float(obs_clip), float(obs_std_floor)
         self.lockstep = int(lockstep)
+        # the pairs whose episodes fill one lockstep batch
+        self.batch_pairs = max(1, -(-self.lockstep // (2 * self.episodes_per_eval)))
 
         env = self.env_spec.make()
         try:
