@@ -132,8 +132,9 @@ def chunk_count(
     they would hold fewer than ``min_chunk_pairs`` pairs (a full lockstep batch), but one per
     worker at least, and no empty chunk.
 
-    E.g. 10 pairs, 2 workers x 4, lockstep 4 pairs: 2 chunks of 5 (not 8 of 1-2, which step
-    2-4 environments per policy forward: 10 % slower on HalfCheetah, scripts/bench_throughput.py).
+    E.g. 10 pairs, 2 workers x 4, lockstep 4 pairs: 2 chunks of 5, not 8 of 1-2 that step 2-4
+    environments per policy forward (6-15 % slower on HalfCheetah, 24-63 % on CartPole:
+    scripts/bench_chunking.py).
     """
     most = num_workers * chunks_per_worker
     full = max(num_pairs // min_chunk_pairs, num_workers)
@@ -233,7 +234,7 @@ class RayEvaluator:
             from the next generation on. An explicit number stays fixed.
         address: ``None`` for an embedded local Ray (or ``RAY_ADDRESS`` if set); ``"auto"``,
             ``"host:port"`` or ``"ray://host:port"`` to join a cluster.
-        chunks_per_worker: chunks per worker per generation (at most one pair each): load
+        chunks_per_worker: chunks per worker per generation (at least one pair each): load
             balancing when episode lengths vary, against per-task overhead.
         min_chunk_pairs: fewer chunks rather than chunks smaller than this (the objective's
             ``batch_pairs``: a chunk that cannot fill the lockstep batch steps fewer

@@ -277,13 +277,14 @@ class ActionHead:
         for bit (every operation is per row or elementwise); a row whose generator is None
         gets no noise or sampling (an idle lockstep slot)."""
         o = out.astype(np.float64)
-        if noise_std > 0 or (self.mode == "sample" and self.kind != "box"):
+        sample = self.mode == "sample" and self.kind != "box"
+        if noise_std > 0 or sample:
             for row, rng in enumerate(rngs):
                 if rng is None:
                     continue
                 if noise_std > 0:
                     o[row] += noise_std * rng.standard_normal(o.shape[1])
-                if self.mode == "sample" and self.kind != "box":
+                if sample:
                     o[row] += rng.gumbel(size=o.shape[1])
         if self.kind == "box":
             low, high = self._bounds
