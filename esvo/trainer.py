@@ -62,7 +62,7 @@ POLICY_DIR = "policy"
 # Metrics that depend on the machine's speed; everything else is a function of (config, seed).
 TIME_FIELDS = frozenset({"wall_s", "gen_time_s", "steps_per_s", "gens_per_s"})
 # Metrics that depend on the evaluator (transport), not on the trajectory.
-EVALUATOR_FIELDS = frozenset({"bytes_in", "bytes_out"})
+EVALUATOR_FIELDS = frozenset({"bytes_in", "bytes_out", "num_tasks"})
 
 
 class TrainingError(RuntimeError):

@@ -217,7 +217,10 @@ def test_resume_with_ray_matches_the_serial_run(tmp_path, ray_session):
     done = resume(tmp_path / "ray", loggers=[])
     assert done.reason == "generations"
     assert ray_session.is_initialized()  # the session's Ray was joined, not shut down
-    assert "bytes_out" in read_jsonl(tmp_path / "ray" / "metrics.jsonl")[-1]
+    last = read_jsonl(tmp_path / "ray" / "metrics.jsonl")[-1]
+    assert "bytes_out" in last
+    # 4 pairs, lockstep 4 envs = 2 pairs per batch: 2 chunks of 2, not 4 of 1 (2 workers x 4)
+    assert last["num_tasks"] == 2
     assert_same_run(tmp_path / "serial", tmp_path / "ray", TIME_FIELDS | EVALUATOR_FIELDS)
 
 
