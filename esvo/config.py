@@ -292,7 +292,8 @@ class ParallelConfig:
     address: str | None = _f(None, pattern=_ADDRESS)
     """Ray cluster (null: an embedded local Ray)"""
     chunks_per_worker: int = _f(4, ge=1)
-    """tasks per worker and generation (smaller chunks balance load)"""
+    """tasks per worker and generation (smaller chunks balance load); fewer when chunks would
+    not fill the objective's lockstep batch, never fewer than workers"""
     max_consecutive_failures: int = _f(3, ge=1)
     """consecutive failed generations before the run stops with an error"""
     dashboard: bool = False
