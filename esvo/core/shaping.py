@@ -5,7 +5,10 @@ would change the algorithm with the number of workers). Non-finite scores (NaN, 
 the worst score: they get the lowest rank, or the worst finite value for the value-based
 shapings, so they can never push the parameters anywhere.
 
-Scale conventions (design.md §2): ``raw`` is ``(f - mean f) / N`` so that ``sum_i u_i z_i``
+Scores arrive in pair order: entries ``2k`` and ``2k + 1`` are pair ``k``'s ``+z`` and ``-z``
+members (``Strategy.utilities``); only ``raw`` uses that (its baseline leaves the pair out).
+
+Scale conventions (design.md §2): ``raw`` is ``(f - baseline) / N`` so that ``sum_i u_i z_i``
 estimates ``E[f z]``; ``nes`` is the published log-utility (Wierstra et al. 2014, eq. 8);
 ``centered_ranks`` is normalized to ``sum |u| = 1``; ``zscore`` is ``(f - mean) / (std * N)``.
 """
@@ -50,11 +53,27 @@ def centered_ranks(fitness: np.ndarray) -> np.ndarray:
 
 
 def nes_utilities(fitness: np.ndarray) -> np.ndarray:
-    """NES log-utilities by rank (best rank k=1): ``max(0, ln(N/2+1) - ln k) / sum - 1/N``."""
+    """NES log-utilities by rank (best rank k=1): ``max(0, ln(N/2+1) - ln k) / sum - 1/N``.
+
+    Tied scores share the average of the utilities of the ranks they occupy, so a tie changes
+    only the tied members' utilities (evaluating the formula at a fractional average rank and
+    renormalizing would shift everyone's: ``[4, 2, 2, 1]`` would give the best 0.5008, not
+    0.4804).
+    """
     n = fitness.size
-    k = n - _ranks(fitness)  # 1 = best; ties get the average of their ranks
-    raw = np.maximum(0.0, np.log(n / 2 + 1) - np.log(k))
-    return raw / raw.sum() - 1.0 / n
+    f = _worst_for_nonfinite(fitness)
+    order = np.argsort(-f, kind="stable")  # best first
+    k = np.arange(1, n + 1)
+    raw_u = np.maximum(0.0, np.log(n / 2 + 1) - np.log(k))
+    by_rank = raw_u / raw_u.sum() - 1.0 / n
+    s = f[order]
+    group = np.cumsum(np.r_[True, s[1:] != s[:-1]]) - 1  # runs of equal scores
+    if group[-1] == 0:  # all equal: no ranking at all
+        return np.zeros(n)
+    shared = np.bincount(group, by_rank) / np.bincount(group)
+    u = np.empty(n)
+    u[order] = shared[group]
+    return u
 
 
 def _finite_or_worst(fitness: np.ndarray) -> np.ndarray:
@@ -74,9 +93,25 @@ def zscore(fitness: np.ndarray) -> np.ndarray:
 
 
 def raw(fitness: np.ndarray) -> np.ndarray:
-    """``(f - mean f) / N``: the unbiased Monte-Carlo weights with a mean baseline."""
+    """``(f_i - b_i) / N`` with a leave-one-pair-out baseline: the unbiased Monte-Carlo weights.
+
+    ``b_i`` is the mean of the *other* pairs' scores (entries ``2k, 2k + 1`` are one pair). A
+    mean over all scores would include the pair's own, which correlate with its ``z``: the
+    log-sigma estimate ``sum_k (u_k+ + u_k-)(z_k^2 - 1)`` would then be biased by ``1 - 1/n``
+    (half its size at n = 2). The baseline cancels from the mean's estimate ``u_k+ - u_k-``.
+    With one pair there is no other to compare with: its utilities are ``±(f+ - f-)/4`` (no
+    sigma signal). An odd number of scores (not pairs) leaves out each score alone.
+    """
     f = _finite_or_worst(fitness)
-    return (f - f.mean()) / f.size
+    size = f.size
+    if size < 2:
+        return np.zeros_like(f)
+    group = 2 if size % 2 == 0 else 1
+    if size == group:  # one pair: its own mean
+        return (f - f.mean()) / size
+    own = f.reshape(-1, group).sum(axis=1).repeat(group)  # the score's pair (or itself)
+    baseline = (f.sum() - own) / (size - group)
+    return (f - baseline) / size
 
 
 SHAPINGS: dict[str, Shaping] = {
