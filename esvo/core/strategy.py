@@ -96,7 +96,12 @@ class Strategy:
         top_k: update from the ``top_k`` best pairs only, ranked by ``max(f+, f-)`` (ARS V2-t,
             Mania et al. 2018); the others get zero utility. ``None``: all pairs.
         optimizer: acts on the mean's natural gradient (default SGD with ``lr = 1``, NES).
-        weight_decay: L2 coefficient ``lambda``: ``g <- g - lambda * mean``.
+        weight_decay: L2 coefficient ``lambda`` in natural-gradient units: the update follows
+            the natural gradient of ``U(theta) - lambda/2 ||mean||^2``, i.e.
+            ``g <- g - lambda * Sigma mean`` with ``Sigma`` the search covariance (``sigma^2``).
+            With ``raw`` shaping the mean then settles at the regularized optimum of ``f``
+            itself; a decay not scaled by ``Sigma`` would grow like ``lambda / sigma^2``
+            against the gradient as sigma shrinks and stall the search.
         seed: run seed; with the generation and pair index it names every perturbation.
         noise: a ``Noise``, or ``"table"`` / ``"generator"`` / ``"auto"`` (by ``dim``).
     """
@@ -206,8 +211,8 @@ class Strategy:
         g_mean, g_log_sigma = self.distribution.gradients(
             self.noise, ask.ids, a, b, state.sigma, with_sigma=self.sigma_lr != 0
         )
-        if self.weight_decay:
-            g_mean = g_mean - self.weight_decay * state.mean
+        if self.weight_decay:  # natural gradient of -lambda/2 ||mean||^2: -lambda Sigma mean
+            g_mean = g_mean - self.weight_decay * np.square(state.sigma) * state.mean
         with np.errstate(over="ignore", invalid="ignore"):  # checked just below
             delta, opt = self.optimizer.step(state.opt, g_mean)
             mean = state.mean + delta

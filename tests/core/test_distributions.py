@@ -15,7 +15,7 @@ K = 4.0  # standard errors
 N = 20_000  # pairs
 
 
-def one_step(distribution, f, mean, sigma, sigma_lr, seed=0):
+def one_step(distribution, f, mean, sigma, sigma_lr, seed=0, weight_decay=0.0):
     s = Strategy(
         len(mean),
         maximize=True,
@@ -28,6 +28,7 @@ def one_step(distribution, f, mean, sigma, sigma_lr, seed=0):
         seed=seed,
         noise="generator",
         sigma_bounds=SigmaBounds(max_change=100.0),
+        weight_decay=weight_decay,
     )
     st = s.init(mean)
     a = s.ask(st)
@@ -78,3 +79,54 @@ def test_sigma_bounds_clamp_relative_change_and_range():
     b = SigmaBounds(min=0.1, max=2.0, max_change=0.5)
     out = b.apply(np.array([1.0, 1.0, 0.15, 1.9]), np.array([10.0, -10.0, -0.5, 0.5]))
     np.testing.assert_allclose(out, [1.5, 1 / 1.5, 0.1, 2.0])
+
+
+@pytest.mark.parametrize("distribution", ["isotropic", "separable"])
+def test_weight_decay_step_vanishes_at_the_regularized_optimum(distribution):
+    # Maximize F(w) = -1/2 (w - c)' H (w - c) with L2 decay lambda: the regularized optimum is
+    # mean* = (H + lambda I)^-1 H c. With raw shaping the step is an unbiased estimate of the
+    # natural gradient sigma^2 (grad F(mean) - lambda mean), zero at mean*. For a quadratic
+    # f+ - f- = 2 sigma z' grad F exactly, so the per-pair term of the estimate is
+    # sigma_i (z . G) z_i with G = sigma * grad F (elementwise): variance
+    # sigma_i^2 (|G|^2 + G_i^2) / N for the mean of N pairs.
+    h, c, lam = np.array([1.0, 2.0, 4.0, 0.5, 3.0]), np.array([1.0, -1.0, 2.0, 3.0, 0.5]), 0.7
+    sigma = 0.3 if distribution == "isotropic" else np.array([0.2, 0.3, 0.25, 0.4, 0.35])
+    s = np.broadcast_to(sigma, (5,))
+
+    def f(w):
+        return -0.5 * np.sum(h * (w - c) ** 2, -1)
+
+    def step_at(mean):
+        st, nxt = one_step(distribution, f, mean, sigma, 0.0, weight_decay=lam)
+        return nxt.mean - st.mean
+
+    def se(mean):  # per-pair term s_i (z . (s * gradF)) z_i, N pairs
+        g = s * (-h * (mean - c))
+        return np.sqrt(s**2 * (np.sum(g**2) + g**2) / N)
+
+    optimum = h * c / (h + lam)
+    assert np.all(np.abs(step_at(optimum)) < K * se(optimum))
+    # away from it, the expected step is sigma^2 (grad F - lambda mean)
+    mean = np.zeros(5) + 0.5
+    expect = s**2 * (-h * (mean - c) - lam * mean)
+    assert np.all(np.abs(step_at(mean) - expect) < K * se(mean))
+    # the old decay, g - lambda mean, does not vanish there (by many standard errors)
+    old = s**2 * (-h * (optimum - c)) - lam * optimum
+    assert np.all(np.abs(old) > 10 * K * se(optimum))
+
+
+def test_weight_decay_does_not_stall_sigma_adaptation():
+    # The review's case: sphere shifted to optimum 1, d = 5, lambda = 0.01, SNES defaults. A
+    # decay not scaled by sigma^2 stalled the mean near 0.91 with sigma near 2e-2.
+    d = 5
+    s = Strategy(d, maximize=False, weight_decay=0.01, seed=0, sigma_init=0.5)
+    st = s.init(np.zeros(d))
+
+    def f(w):
+        return np.sum((w - 1) ** 2, -1)
+
+    for _ in range(1500):
+        ask = s.ask(st)
+        st, _ = s.tell(st, ask, f(s.population(st, ask)))
+    assert np.max(st.sigma) < 1e-6
+    np.testing.assert_allclose(st.mean, 1.0, atol=1e-5)
