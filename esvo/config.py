@@ -29,6 +29,12 @@ import yaml
 from esvo.core.distributions import DISTRIBUTIONS
 from esvo.core.optimizers import OPTIMIZERS, Optimizer, make_optimizer
 from esvo.core.shaping import SHAPINGS
+from esvo.core.strategy import (
+    DEFAULT_DISTRIBUTION,
+    DEFAULT_OPTIMIZER,
+    DEFAULT_SHAPING,
+    DEFAULT_SIGMA_INIT,
+)
 from esvo.objectives.functions import FUNCTIONS
 
 __all__ = [
@@ -220,13 +226,15 @@ _OBJECTIVES: dict[str, type] = {
 
 @dataclass(frozen=True)
 class StrategyConfig:
-    """The search distribution and its update (arguments of ``esvo.core.Strategy``)."""
+    """The search distribution and its update (arguments of ``esvo.core.Strategy``, with the
+    same defaults: NES log-utilities; OpenAI-ES settings are ``shaping: centered_ranks`` with
+    ``optimizer: {kind: adam, lr: 0.01}`` and ``sigma_lr: 0``)."""
 
-    distribution: str = _f("separable", choices=tuple(DISTRIBUTIONS))
+    distribution: str = _f(DEFAULT_DISTRIBUTION, choices=tuple(DISTRIBUTIONS))
     """``isotropic`` (one sigma) or ``separable`` (one sigma per parameter)"""
     num_pairs: int | None = _f(None, ge=1)
     """antithetic pairs per generation, population ``2 * num_pairs`` (null: NES default from d)"""
-    sigma_init: float = _f(0.1, gt=0)
+    sigma_init: float = _f(DEFAULT_SIGMA_INIT, gt=0)
     """initial sigma"""
     sigma_lr: float | None = _f(None, ge=0)
     """log-sigma learning rate (null: NES default; 0: fixed sigma as in OpenAI-ES)"""
@@ -236,12 +244,13 @@ class StrategyConfig:
     """upper clamp on sigma (> sigma_min)"""
     sigma_max_change: float = _f(1.0, gt=0)
     """per step ``|log(sigma'/sigma)| <= log(1 + sigma_max_change)``"""
-    shaping: str = _f("centered_ranks", choices=tuple(SHAPINGS))
-    """fitness shaping"""
+    shaping: str = _f(DEFAULT_SHAPING, choices=tuple(SHAPINGS))
+    """fitness shaping (nes: log-utilities by rank; centered_ranks: OpenAI-ES; zscore; raw)"""
     top_k: int | None = _f(None, ge=1)
     """update from the best ``top_k`` pairs only, by ``max(f+, f-)`` (ARS V2-t; null: all)"""
     weight_decay: float = _f(0.0, ge=0)
-    """L2 coefficient: ``g <- g - weight_decay * mean``"""
+    """L2 coefficient lambda in natural-gradient units: ``g <- g - lambda * sigma^2 * mean``
+    (the natural gradient of ``U - lambda/2 ||mean||^2``)"""
     maximize: bool | None = None
     """direction (null: from the objective; gym/python maximize, functions minimize)"""
     noise: Literal["auto", "table", "generator"] = "auto"
@@ -266,9 +275,10 @@ _OPTIMIZER_BOUNDS: dict[str, dict[str, float]] = {
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """The optimizer on the mean's natural gradient and its options (defaults filled in)."""
+    """The optimizer on the mean's natural gradient and its options (defaults filled in;
+    default SGD with lr 1, NES's update)."""
 
-    kind: str = _f("adam", choices=tuple(OPTIMIZERS))
+    kind: str = _f(DEFAULT_OPTIMIZER, choices=tuple(OPTIMIZERS))
     """optimizer name in ``esvo.core.optimizers.OPTIMIZERS``"""
     options: dict[str, float | None] = field(default_factory=dict)
     """the optimizer's dataclass fields (``lr``, ``momentum``, ...), written flat in YAML"""
@@ -589,7 +599,7 @@ def _parse_optimizer(data: Any, source: str) -> OptimizerConfig:
     data = _mapping(data, "optimizer", source)
     kind_field = next(f for f in dataclasses.fields(OptimizerConfig) if f.name == "kind")
     kind = _parse_value(
-        str, data.get("kind", "adam"), "optimizer.kind", source, kind_field.metadata
+        str, data.get("kind", kind_field.default), "optimizer.kind", source, kind_field.metadata
     )
     cls = OPTIMIZERS[kind]
     hints = typing.get_type_hints(cls)

@@ -7,6 +7,7 @@ import dataclasses
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -54,8 +55,8 @@ def test_example_config_loads_round_trips_and_builds(path):
 
 def test_defaults_and_frozen():
     cfg = config_from_dict(SPHERE)
-    assert cfg.run.generations == 100 and cfg.strategy.shaping == "centered_ranks"
-    assert cfg.optimizer.kind == "adam" and cfg.parallel.backend == "ray"
+    assert cfg.run.generations == 100 and cfg.strategy.shaping == "nes"
+    assert cfg.optimizer.kind == "sgd" and cfg.parallel.backend == "ray"
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.run.seed = 1  # type: ignore[misc]
 
@@ -243,3 +244,30 @@ def test_random_text_never_raises_anything_else(tmp_path_factory, text):
         load_config(path)
     except ConfigError as e:
         assert "\n" not in str(e)
+
+
+@pytest.mark.parametrize("sections", [{}, {"strategy": None, "optimizer": None}])
+def test_omitted_strategy_and_optimizer_run_the_librarys_defaults(sections):
+    from esvo.core import Strategy
+    from esvo.trainer import make_strategy
+
+    cfg = config_from_dict({**SPHERE, **sections})
+    assert (cfg.strategy.shaping, cfg.optimizer.kind, cfg.optimizer.options) == (
+        "nes",
+        "sgd",
+        {"lr": 1.0},
+    )
+    objective = make_objective(**cfg.objective.to_spec())
+    from_config = make_strategy(cfg, objective)
+    library = Strategy(objective.num_params, maximize=False, seed=cfg.run.seed)
+    # the same algorithm: the same trajectory, bit for bit
+    states = []
+    for es in (from_config, library):
+        st = es.init(objective.initial_params(cfg.run.seed))
+        for _ in range(5):
+            ask = es.ask(st)
+            st, _ = es.tell(st, ask, objective.f(es.population(st, ask)))
+        states.append(st)
+    np.testing.assert_array_equal(states[0].mean, states[1].mean)
+    np.testing.assert_array_equal(states[0].sigma, states[1].sigma)
+    assert from_config.shaping is library.shaping and from_config.optimizer == library.optimizer

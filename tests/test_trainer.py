@@ -132,12 +132,12 @@ def test_wall_time_stops_the_run(tmp_path):
 
 
 def test_target_stops_the_run_when_the_evaluation_reaches_it(tmp_path):
-    cfg = make_cfg(run={"generations": 500, "target": 3.5}, evaluation={"every": 1})
+    cfg = make_cfg(run={"generations": 500, "target": 1e-3}, evaluation={"every": 1})
     result = train(cfg, tmp_path)  # sphere(1, 1, 1, 1) = 4, minimized
     assert result.reason == "target" and result.generation < 500
-    assert result.best_eval_return <= 3.5
+    assert result.best_eval_return <= 1e-3
     lines = rows(tmp_path)
-    assert lines[-1]["eval_return_mean"] <= 3.5 < lines[-2]["eval_return_mean"]
+    assert lines[-1]["eval_return_mean"] <= 1e-3 < lines[-2]["eval_return_mean"]
 
 
 def test_too_many_failed_rollouts_checkpoint_the_last_good_state_then_raise(tmp_path):

@@ -18,8 +18,16 @@ import numpy as np
 
 from esvo.core.distributions import DISTRIBUTIONS, Isotropic, Separable, SigmaBounds
 from esvo.core.noise import Noise, make_noise, perturbation_ids
-from esvo.core.optimizers import SGD, Optimizer, OptState
+from esvo.core.optimizers import Optimizer, OptState, make_optimizer
 from esvo.core.shaping import SHAPINGS, Shaping
+
+# The defaults are NES's (Wierstra et al. 2014): log-utilities and plain SGD with rate 1 on the
+# natural gradient. Configs read them from here, so a YAML that omits a key runs the same
+# algorithm as the library (``esvo validate`` prints them).
+DEFAULT_DISTRIBUTION = "separable"
+DEFAULT_SHAPING = "nes"
+DEFAULT_OPTIMIZER = "sgd"  # with its default lr = 1
+DEFAULT_SIGMA_INIT = 0.1
 
 
 @dataclass(frozen=True)
@@ -111,12 +119,12 @@ class Strategy:
         dim: int,
         *,
         maximize: bool,
-        distribution: str = "separable",
+        distribution: str = DEFAULT_DISTRIBUTION,
         num_pairs: int | None = None,
-        sigma_init: float | np.ndarray = 0.1,
+        sigma_init: float | np.ndarray = DEFAULT_SIGMA_INIT,
         sigma_lr: float | None = None,
         sigma_bounds: SigmaBounds | None = None,
-        shaping: str | Shaping = "nes",
+        shaping: str | Shaping = DEFAULT_SHAPING,
         top_k: int | None = None,
         optimizer: Optimizer | None = None,
         weight_decay: float = 0.0,
@@ -142,7 +150,7 @@ class Strategy:
         if top_k is not None and not 1 <= top_k <= self.num_pairs:
             raise ValueError(f"top_k must be in [1, num_pairs={self.num_pairs}], got {top_k}")
         self.top_k = top_k
-        self.optimizer = SGD(1.0) if optimizer is None else optimizer
+        self.optimizer = make_optimizer(DEFAULT_OPTIMIZER) if optimizer is None else optimizer
         self.weight_decay = float(weight_decay)
         self.seed = int(seed)
         if isinstance(noise, str):
