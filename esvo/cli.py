@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from esvo.config import Config, ConfigError, dump_config, load_config
+from esvo.config import Config, ConfigError, dump_config, error_source, load_config
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -35,6 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The process exit code.
     """
+    # Like `python -m esvo`: modules in the working directory import (module:Env-v0 ids,
+    # python objectives), also from the `esvo` script. Ray workers get it on PYTHONPATH.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     parser = _parser()
     try:
         args = parser.parse_args(argv)
@@ -199,33 +203,45 @@ def _error(command: str, e: BaseException) -> None:
 
 
 def _load_checked(path: Path, overrides: Sequence[str]) -> Config:
-    """Load and validate a config, then build its objective once (unknown env id, unsupported
-    spaces, a python target that does not import): everything short of running it."""
+    """Load and validate a config, build its objective once (unknown env id, unsupported
+    spaces, a module that fails to import, a python target that raises) and check what the run
+    will need (``esvo.trainer.check_config``): everything short of running it. An error is
+    attributed to the ``--set`` that caused it, if one did."""
     cfg = load_config(path, overrides)
-    _check_objective(cfg, str(path))
+    num_params = _check_objective(cfg, path, overrides)
+    from esvo.trainer import check_config
+
+    try:
+        check_config(cfg, num_params, str(path))
+    except ConfigError as e:
+        raise e.with_source(error_source(path, overrides, e.key)) from None
     return cfg
 
 
-def _check_objective(cfg: Config, source: str) -> None:
+def _check_objective(cfg: Config, path: Path, overrides: Sequence[str]) -> int:
+    """Build the objective; returns its parameter count. Any exception of user code (a custom
+    env module, a python objective) becomes one line: which key, the type and last line."""
     from esvo.objectives.base import make_objective
 
     obj = cfg.objective
-    errors: tuple[type[Exception], ...] = (ValueError,)
-    if obj.kind == "python":  # user code: it may fail to import or to accept the options
-        errors = (ValueError, ImportError, AttributeError, TypeError)
+    if obj.kind == "gym":
+        key, value = "objective.env_id", obj.env_id  # type: ignore[union-attr]
+    elif obj.kind == "python":
+        key, value = "objective.target", obj.target  # type: ignore[union-attr]
+    else:
+        key, value = "objective.name", obj.name  # type: ignore[union-attr]
     try:
         objective = make_objective(**obj.to_spec())
-    except errors as e:
-        if obj.kind == "gym":
-            where = f"objective.env_id = {obj.env_id!r}"  # type: ignore[union-attr]
-        elif obj.kind == "python":
-            where = f"objective.target = {obj.target!r}"  # type: ignore[union-attr]
-        else:
-            where = f"objective.name = {obj.name!r}"  # type: ignore[union-attr]
-        raise _UsageError(f"{source}: {where}: {type(e).__name__}: {e}") from None
-    close = getattr(objective, "close", None)
-    if callable(close):
-        close()
+    except Exception as e:
+        last = " ".join(str(e).strip().splitlines()[-1:]) or "(no message)"
+        source = error_source(path, overrides, key)
+        raise _UsageError(f"{source}: {key} = {value!r}: {type(e).__name__}: {last}") from None
+    try:
+        return int(objective.num_params)
+    finally:
+        close = getattr(objective, "close", None)
+        if callable(close):
+            close()
 
 
 # ---------------------------------------------------------------------------- commands
@@ -233,13 +249,21 @@ def _check_objective(cfg: Config, source: str) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     cfg = _load_checked(args.config, args.overrides)
+    from esvo.checkpoint import DiskFullError
     from esvo.trainer import TrainingError, new_run_dir, train
 
-    run_dir = new_run_dir(cfg, args.out)
+    try:
+        run_dir = new_run_dir(cfg, args.out)
+    except (FileExistsError, NotADirectoryError, PermissionError) as e:
+        where = "--out" if args.out is not None else "run.out_dir"
+        raise _UsageError(
+            f"{where} {args.out or cfg.run.out_dir}: cannot create the run directory "
+            f"{e.filename}: {e.strerror}"
+        ) from None
     print(f"esvo: run directory {run_dir}", file=sys.stderr)
     try:
         result = train(cfg, run_dir)
-    except TrainingError as e:
+    except (TrainingError, DiskFullError) as e:
         _error(args.command, e)
         return EXIT_FAILED
     _summary(result)
@@ -261,13 +285,23 @@ def _resume(args: argparse.Namespace) -> int:
     target: Path = args.run_dir  # a run directory, or one of its checkpoints
     if not target.is_dir():
         raise _UsageError(f"{target}: no such run directory")
-    run_dir = target.parent.parent if target.parent.name == "checkpoints" else target
+    named = target.parent.name == "checkpoints"
+    run_dir = target.parent.parent if named else target
     if not (run_dir / CONFIG_FILE).is_file():
         raise _UsageError(f"{target}: not a run directory or checkpoint (no {CONFIG_FILE})")
     _load_checked(run_dir / CONFIG_FILE, ())
+    if named:  # the user named it: a bad one is bad input, not a failed run
+        from esvo.checkpoint import CheckpointError, load_checkpoint
+
+        try:
+            load_checkpoint(target)
+        except CheckpointError as e:
+            raise _UsageError(str(e)) from None
+    from esvo.checkpoint import DiskFullError
+
     try:
         result = resume(target)
-    except TrainingError as e:
+    except (TrainingError, DiskFullError) as e:
         _error(args.command, e)
         return EXIT_FAILED
     _summary(result)

@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import math
 import re
+import reprlib
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -54,6 +55,7 @@ __all__ = [
     "StrategyConfig",
     "config_from_dict",
     "dump_config",
+    "error_source",
     "load_config",
     "parse_override",
 ]
@@ -79,10 +81,63 @@ class ConfigError(ValueError):
     def __reduce__(self):
         return type(self), (self.source, self.key, self.value, self.allowed, self.problem)
 
+    def with_source(self, source: str) -> ConfigError:
+        """The same error attributed to ``source`` (e.g. the ``--set`` that caused it)."""
+        if source == self.source:
+            return self
+        return ConfigError(source, self.key, self.value, self.allowed, self.problem)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
+_REPR.maxdict = _REPR.maxlist = _REPR.maxtuple = _REPR.maxset = 4
+
 
 def _show(value: Any, limit: int = 60) -> str:
-    text = repr(value).replace("\n", " ")
+    """A short repr for messages: bounded however large or deeply shared ``value`` is (a YAML
+    alias bomb expands to billions of items if printed whole)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        text = f"<an integer of about {int(value.bit_length() * 0.30103) + 1} digits>"
+    else:
+        text = _REPR.repr(value).replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# Free-form mappings (env_kwargs, a python objective's options) may hold at most this many
+# values counted as a tree (aliases expanded), nested at most this deep: a few dozen are real.
+MAX_FREE_FORM_VALUES = 10_000
+MAX_FREE_FORM_DEPTH = 50
+
+
+def _check_free_form(value: Any, key: str, source: str) -> None:
+    """Reject a free-form value that expands past ``MAX_FREE_FORM_VALUES`` (an alias bomb:
+    YAML shares aliased nodes, so it loads small, but every later copy, dump or message
+    expands it) or nests past ``MAX_FREE_FORM_DEPTH``. Linear in the distinct nodes."""
+    sizes: dict[int, int] = {}
+
+    def size(x: Any, depth: int) -> int:
+        if depth > MAX_FREE_FORM_DEPTH:
+            allowed = f"at most {MAX_FREE_FORM_DEPTH} levels of nesting"
+            problem = f"{key} is nested more than {MAX_FREE_FORM_DEPTH} levels deep"
+            raise ConfigError(source, key, None, allowed, problem)
+        if not isinstance(x, (Mapping, list, tuple)):
+            return 1
+        if id(x) in sizes:
+            return sizes[id(x)]
+        total = 1
+        for child in (x.values() if isinstance(x, Mapping) else x):
+            total += size(child, depth + 1)
+            if total > MAX_FREE_FORM_VALUES:
+                allowed = f"at most {MAX_FREE_FORM_VALUES:,} values (aliases expanded)"
+                problem = (
+                    f"{key} expands to more than {MAX_FREE_FORM_VALUES:,} values "
+                    "(YAML aliases counted where they are used); expected a small mapping"
+                )
+                raise ConfigError(source, key, None, allowed, problem)
+        sizes[id(x)] = total
+        return total
+
+    size(value, 0)
 
 
 # ---------------------------------------------------------------------------- field constraints
@@ -108,7 +163,7 @@ class RunConfig:
 
     name: str = _f("run", pattern=_NAME)
     """experiment name; the run directory is ``<out_dir>/<name>/<timestamp>``"""
-    seed: int = _f(0, ge=0)
+    seed: int = _f(0, ge=0, lt=2**63)
     """run seed: with (generation, pair index) it names every perturbation and env seed"""
     generations: int | None = _f(100, ge=1)
     """stop after this many generations (null: no limit)"""
@@ -155,7 +210,7 @@ class GymObjectiveConfig:
     """how logits become a Discrete action"""
     box_action: Literal["clip", "tanh"] = "clip"
     """how outputs are mapped into a Box action space"""
-    episodes_per_eval: int = _f(1, ge=1)
+    episodes_per_eval: int = _f(1, ge=1, le=10_000)
     """episodes averaged per candidate"""
     reward_shift: float = 0.0
     """added to every step's reward during training (ARS's survival-bonus removal)"""
@@ -169,7 +224,7 @@ class GymObjectiveConfig:
     """normalized observations are clipped to ``±obs_clip``"""
     obs_std_floor: float = _f(0.01, gt=0)
     """lower bound on the observation std used for normalization"""
-    lockstep: int = _f(8, ge=1)
+    lockstep: int = _f(8, ge=1, le=4096)
     """environments stepped together per worker (batched policy forward)"""
 
     def to_dict(self) -> dict[str, Any]:
@@ -257,7 +312,7 @@ class StrategyConfig:
     """noise source (auto: chosen by d)"""
     noise_table_size: int | None = _f(None, ge=1)
     """float32 entries of the noise table (null: default from d)"""
-    noise_seed: int = _f(0, ge=0)
+    noise_seed: int = _f(0, ge=0, lt=2**63)
     """seed of the noise table"""
 
 
@@ -297,11 +352,11 @@ class ParallelConfig:
 
     backend: Literal["ray", "serial"] = "ray"
     """``ray`` (actors) or ``serial`` (in the driver)"""
-    num_workers: int | None = _f(None, ge=1)
+    num_workers: int | None = _f(None, ge=1, le=100_000)
     """Ray evaluator actors (null: all cores)"""
     address: str | None = _f(None, pattern=_ADDRESS)
     """Ray cluster (null: an embedded local Ray)"""
-    chunks_per_worker: int = _f(4, ge=1)
+    chunks_per_worker: int = _f(4, ge=1, le=10_000)
     """tasks per worker and generation (smaller chunks balance load); fewer when chunks would
     not fill the objective's lockstep batch, never fewer than workers"""
     max_consecutive_failures: int = _f(3, ge=1)
@@ -316,7 +371,7 @@ class EvaluationConfig:
 
     every: int = _f(10, ge=0)
     """generations between evaluations (0: only at the end)"""
-    episodes: int = _f(10, ge=1)
+    episodes: int = _f(10, ge=1, le=100_000)
     """episodes per evaluation"""
 
 
@@ -410,6 +465,22 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+MAX_INT_DIGITS = 100
+
+
+def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> int:
+    """YAML ints up to ``MAX_INT_DIGITS`` digits (Python refuses to parse more than 4300, with
+    an error that is not a YAML error; no config value needs more than 20)."""
+    text = loader.construct_scalar(node)
+    digits = sum(c.isalnum() for c in text)
+    if digits > MAX_INT_DIGITS:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"an integer of {digits} digits is too large", node.start_mark
+        )
+    return yaml.SafeLoader.construct_yaml_int(loader, node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"),
@@ -429,6 +500,10 @@ def _load_yaml(text: str, source: str, key: str = "") -> Any:
     except yaml.YAMLError as e:
         problem = f"invalid YAML: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         raise ConfigError(source, key, text, "valid YAML", problem) from None
+    except RecursionError:
+        what = f"{key}: " if key else ""
+        problem = f"{what}invalid YAML: nested too deeply (more than a few hundred levels)"
+        raise ConfigError(source, key, None, "valid YAML", problem) from None
 
 
 # ---------------------------------------------------------------------------- loading
@@ -462,19 +537,25 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
         problem = f"the top level is a {type(data).__name__}; expected a mapping of sections"
         raise ConfigError(source, "", data, "a mapping", problem)
     data = dict(data)
-    applied: list[tuple[tuple[str, ...], str]] = []
     for text_override in overrides:
         keys, value = parse_override(text_override)
         _set_path(data, keys, value, f"--set {text_override}")
-        applied.append((keys, f"--set {text_override}"))
     try:
         return config_from_dict(data, source)
     except ConfigError as e:
         # An error at or below an overridden path is reported against the override.
-        for keys, origin in reversed(applied):
-            if _is_prefix(keys, e.key):
-                raise ConfigError(origin, e.key, e.value, e.allowed, e.problem) from None
-        raise
+        raise e.with_source(error_source(source, overrides, e.key)) from None
+
+
+def error_source(path: str | Path, overrides: Sequence[str], key: str) -> str:
+    """Where the value at ``key`` came from: the last ``--set`` at, above or below that key
+    path, else the file. Also for errors found after loading (e.g. an env id that does not
+    build), so that a bad ``--set`` is never blamed on the file."""
+    for text in reversed(overrides):
+        keys = tuple(text.partition("=")[0].strip().split("."))
+        if key and _is_prefix(keys, key):
+            return f"--set {text}"
+    return str(path)
 
 
 def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
@@ -588,6 +669,7 @@ def _parse_objective(data: Any, source: str) -> ObjectiveConfig:
         target = _parse_value(
             str, rest.pop("target"), "objective.target", source, {"pattern": _TARGET}
         )
+        _check_free_form(rest, "objective", source)
         return PythonObjectiveConfig(target=target, options=rest)
     if cls is FunctionObjectiveConfig and "dim" not in rest and rest.get("name") == "himmelblau":
         rest["dim"] = 2
@@ -754,6 +836,7 @@ def _parse_value(tp: Any, value: Any, key: str, source: str, meta: Mapping[str, 
         if not isinstance(value, Mapping):
             raise bad()
         _check_str_keys(value, key, source)
+        _check_free_form(value, key, source)
         return dict(value)
     raise TypeError(f"config field {key} has an unsupported type {tp!r}")  # a bug in this module
 
@@ -771,11 +854,15 @@ def _bounds_text(meta: Mapping[str, Any]) -> str:
     """`` >= 1``, `` in (0, 1]`` or ``""``."""
     lo = next(((k, meta[k]) for k in ("ge", "gt") if k in meta), None)
     hi = next(((k, meta[k]) for k in ("le", "lt") if k in meta), None)
+
+    def num(x: float) -> str:
+        return "2**63" if x == 2**63 else f"{x:,}" if isinstance(x, int) and x >= 10_000 else str(x)
+
     if lo and hi:
         left, right = "[" if lo[0] == "ge" else "(", "]" if hi[0] == "le" else ")"
-        return f" in {left}{lo[1]}, {hi[1]}{right}"
+        return f" in {left}{num(lo[1])}, {num(hi[1])}{right}"
     ops = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
-    return "".join(f" {ops[b[0]]} {b[1]}" for b in (lo, hi) if b)
+    return "".join(f" {ops[b[0]]} {num(b[1])}" for b in (lo, hi) if b)
 
 
 def _describe(tp: Any, meta: Mapping[str, Any]) -> str:

@@ -16,6 +16,7 @@ The run directory (design.md §6) holds ``config.yaml``, ``metrics.jsonl``,
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import sys
 import threading
@@ -31,18 +32,20 @@ import numpy as np
 from esvo.checkpoint import (
     META_FILE,
     CheckpointError,
+    DiskFullError,
     best_generation,
     latest_checkpoint,
+    latest_valid_path,
     load_checkpoint,
     prune_checkpoints,
     save_checkpoint,
     write_text_atomic,
 )
-from esvo.config import Config, dump_config, load_config
+from esvo.config import Config, ConfigError, dump_config, load_config
 from esvo.core.distributions import SigmaBounds
-from esvo.core.noise import Noise, make_noise
+from esvo.core.noise import TABLE_MIN_DIM, Noise, default_table_size, make_noise
 from esvo.core.running_stat import RunningStat
-from esvo.core.strategy import SearchState, Strategy
+from esvo.core.strategy import SearchState, Strategy, default_num_pairs
 from esvo.loggers import (
     JsonlLogger,
     Logger,
@@ -155,6 +158,7 @@ class _Run:
     loggers: tuple[Logger, ...]
     signals: _SignalGuard
     obs_floor: float
+    warned: set[str] = field(default_factory=set)  # warnings already printed (once per run)
 
     @property
     def checkpoints(self) -> Path:
@@ -227,6 +231,77 @@ def default_loggers(cfg: Config, run_dir: Path) -> list[Logger]:
     return out
 
 
+def _machine_memory() -> int:
+    """Physical memory of this machine in bytes (0 if unknown)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n < 2**50 else f"{n / 2**40:,.0f} TiB"
+
+
+def _params_key(cfg: Config) -> str:
+    """The config key that sets the parameter count, for messages."""
+    obj = cfg.objective
+    if obj.kind == "function":
+        return "objective.dim"
+    if obj.kind == "gym":
+        return "objective.policy.hidden_sizes" if obj.policy.kind == "mlp" else "objective.env_id"
+    return "objective.target"
+
+
+def check_config(cfg: Config, num_params: int, source: str = "<config>") -> None:
+    """What ``train`` will need, checked before anything is created: the noise table holds a
+    slice of ``d`` entries, and the driver's memory (the search state, the noise table and its
+    derived arrays, the population's per-pair arrays, the candidates workers on this machine
+    materialize) fits in this machine. Approximate and deliberately generous: it exists to
+    turn absurd sizes (``num_pairs: 1e12``, a 10^12-parameter MLP) into a clear error.
+
+    Raises:
+        ConfigError: naming the key that is too large, its value and what this machine has.
+    """
+    s, d = cfg.strategy, int(num_params)
+    n = s.num_pairs or default_num_pairs(d)
+    table_kind = s.noise == "table" or (s.noise == "auto" and d >= TABLE_MIN_DIM)
+    size = (s.noise_table_size or default_table_size(d)) if table_kind else 0
+    workers = 1 if cfg.parallel.backend == "serial" else cfg.parallel.num_workers or (
+        os.cpu_count() or 1
+    )
+    chunk = -(-n // (workers * cfg.parallel.chunks_per_worker))
+    parts = {  # bytes, by the key that sets them
+        _params_key(cfg): 16 * 8 * d + min(workers, n) * 2 * chunk * 4 * d,
+        "strategy.noise_table_size": 2 * 4 * size,  # the table, and derived arrays <= its size
+        "strategy.num_pairs": 512 * n,
+    }
+    total, memory = sum(parts.values()), _machine_memory()
+    if memory and total > memory:
+        key = max(parts, key=lambda k: parts[k])
+        value = {
+            "objective.dim": d,
+            "strategy.noise_table_size": size,
+            "strategy.num_pairs": n,
+        }.get(key, d)
+        what = {"strategy.noise_table_size": "noise table entries", "strategy.num_pairs": "pairs"}
+        problem = (
+            f"{key}: {value:,} {what.get(key, 'parameters')} would need about {_gib(total)} of "
+            f"memory on the driver; this machine has {_gib(memory)}"
+        )
+        raise ConfigError(source, key, value, f"a size that fits in {_gib(memory)}", problem)
+    if table_kind and size < d:  # a slice of d entries must fit in the table
+        key = "strategy.noise_table_size"
+        allowed = f"an integer >= the parameter count d = {d:,} (or noise: generator)"
+        if s.noise_table_size is None:
+            problem = (
+                f"{_params_key(cfg)}: d = {d:,} parameters exceed the largest default noise "
+                f"table ({size:,} entries); set {key} >= d or strategy.noise: generator"
+            )
+            raise ConfigError(source, _params_key(cfg), d, allowed, problem)
+        raise ConfigError(source, key, s.noise_table_size, allowed)
+
+
 def initial_state(cfg: Config, objective: Objective, strategy: Strategy) -> TrainState:
     search = strategy.init(objective.initial_params(cfg.run.seed))
     obs = RunningStat.zeros(objective.obs_dim) if _uses_obs_norm(cfg, objective) else None
@@ -263,13 +338,30 @@ def _merge_obs(obs: RunningStat | None, stats: ObsStats | None) -> RunningStat |
     )
 
 
-def _check_failures(run: _Run, generation: int, results: Results, rollouts: int) -> None:
-    rate = results.failures / max(rollouts, 1)
-    if rate > run.cfg.run.max_failure_rate:
-        first = results.errors[0].strip().splitlines()[-1] if results.errors else "no traceback"
+def _say(message: str) -> None:
+    """One line on the console (stderr), where the progress line goes."""
+    print(f"esvo: {message}", file=sys.stderr, flush=True)
+
+
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1].strip() if lines else "no traceback"
+
+
+def _check_failures(run: _Run, generation: int, results: Results) -> None:
+    """A candidate failed if a rollout raised or its fitness is not finite (NaN rewards, a
+    diverging simulator): too many stop the run, whatever the reason."""
+    fitness = np.asarray(results.fitness)
+    bad, total = int((~np.isfinite(fitness)).sum()), fitness.size
+    if bad / max(total, 1) > run.cfg.run.max_failure_rate:
+        if results.errors:
+            first = _last_line(results.errors[0])
+            why = f"{results.failures} rollouts raised; first error: {first}"
+        else:
+            why = "no rollout raised: the objective returned NaN or inf (e.g. NaN rewards)"
         raise _GenerationFailed(
-            f"generation {generation}: {results.failures}/{rollouts} rollouts failed "
-            f"(> run.max_failure_rate {run.cfg.run.max_failure_rate}); first error: {first}"
+            f"generation {generation}: {bad}/{total} candidates failed "
+            f"(> run.max_failure_rate {run.cfg.run.max_failure_rate}); {why}"
         )
 
 
@@ -281,7 +373,7 @@ def train_generation(run: _Run, state: TrainState) -> tuple[TrainState, dict[str
         results = run.evaluator.evaluate(_spec(run, state), ask.ids)
     except Exception as e:
         raise _GenerationFailed(f"generation {gen}: evaluator failed: {e}") from e
-    _check_failures(run, gen, results, results.episodes or 2 * ask.num_pairs)
+    _check_failures(run, gen, results)
     try:
         search, metrics = run.strategy.tell(state.search, ask, results.fitness)
     except FloatingPointError as e:
@@ -293,6 +385,8 @@ def train_generation(run: _Run, state: TrainState) -> tuple[TrainState, dict[str
     )
     metrics["failures"] = int(results.failures)
     metrics["gen_env_steps"] = steps
+    if results.collapsed is not None:
+        metrics["collapsed_pairs"] = int(np.sum(results.collapsed))
     for key in EVALUATOR_FIELDS:
         value = (getattr(run.evaluator, "last_stats", None) or {}).get(key)
         if value is not None:
@@ -311,14 +405,27 @@ def _better(run: _Run, a: float, b: float | None) -> bool:
 
 def evaluate_mean(run: _Run, state: TrainState) -> tuple[TrainState, dict[str, Any]]:
     """Score the mean itself (steps counted apart); keep and export the best policy."""
+    gen = state.generation - 1
     try:
-        returns, steps = run.evaluator.evaluate_mean(_spec(run, state), run.cfg.evaluation.episodes)
+        returns, steps, *rest = run.evaluator.evaluate_mean(
+            _spec(run, state), run.cfg.evaluation.episodes
+        )
     except Exception as e:
-        raise _GenerationFailed(
-            f"generation {state.generation - 1}: evaluation of the mean failed: {e}"
-        ) from e
+        raise _GenerationFailed(f"generation {gen}: evaluation of the mean failed: {e}") from e
     returns = np.asarray(returns, dtype=np.float64)
     value = float(returns.mean())
+    bad = int((~np.isfinite(returns)).sum())
+    if bad:
+        errors = rest[0] if rest else ()
+        why = (
+            f"first error: {_last_line(errors[0])}"
+            if errors
+            else "the objective returned NaN or inf"
+        )
+        _say(
+            f"warning: generation {gen}: evaluating the mean failed in {bad} of "
+            f"{returns.size} episodes (eval_return_mean is null); {why}"
+        )
     c = state.counters
     state = dataclasses.replace(
         state,
@@ -401,7 +508,7 @@ def _step(run: _Run, state: TrainState) -> tuple[TrainState, dict[str, Any], str
     gen = state.generation
     state, metrics = train_generation(run, state)
     state = _add_wall(state, time.perf_counter() - t0)
-    reason = stop_reason(run.cfg, state, run.strategy.maximize)
+    reason = stop_reason(run.cfg, state, run.strategy.maximize) or _collapse(run, gen, metrics)
     every = run.cfg.evaluation.every
     if reason is not None or (every > 0 and state.generation % every == 0):
         t1 = time.perf_counter()
@@ -424,22 +531,50 @@ def _step(run: _Run, state: TrainState) -> tuple[TrainState, dict[str, Any], str
     return state, metrics, reason
 
 
+def _collapse(run: _Run, generation: int, metrics: Mapping[str, Any]) -> str | None:
+    """Warn once when pairs lose their two candidates to rounding; "collapsed" (a stop
+    reason) when every pair has: the mean can no longer move."""
+    collapsed, pairs = metrics.get("collapsed_pairs", 0), run.strategy.num_pairs
+    if collapsed == pairs:
+        _say(
+            f"generation {generation}: every pair's two candidates are the same point in the "
+            "objective's precision (sigma * z is below the resolution of the mean, float32 "
+            "for policies): the search cannot move; stopping (raise strategy.sigma_min)"
+        )
+        return "collapsed"
+    if collapsed and "collapsed" not in run.warned:
+        run.warned.add("collapsed")
+        _say(
+            f"warning: generation {generation}: {collapsed} of {pairs} pairs have identical "
+            "candidates (sigma * z below the resolution of the mean); they carry no signal "
+            "for the mean (collapsed_pairs in metrics.jsonl)"
+        )
+    return None
+
+
 def _loop(run: _Run, state: TrainState) -> tuple[TrainState, str]:
-    reason = stop_reason(run.cfg, state, run.strategy.maximize)
-    while reason is None and run.signals.received is None:
-        try:
-            new, metrics, reason = _step(run, state)
-        except _Abort:
-            break
-        except _GenerationFailed as e:
-            path = save(run, state)
-            raise TrainingError(f"{e}; last good state saved to {path}") from e
-        state = new
-        if reason is not None or state.generation % run.cfg.checkpoint.every == 0:
-            save(run, state, metrics.get("eval_return_mean"))
-    if reason is None:
-        reason = "interrupted"
-        save(run, state)
+    try:
+        reason = stop_reason(run.cfg, state, run.strategy.maximize)
+        while reason is None and run.signals.received is None:
+            try:
+                new, metrics, reason = _step(run, state)
+            except _Abort:
+                break
+            except _GenerationFailed as e:
+                path = save(run, state)
+                raise TrainingError(f"{e}; last good state saved to {path}") from e
+            state = new
+            if reason is not None or state.generation % run.cfg.checkpoint.every == 0:
+                save(run, state, metrics.get("eval_return_mean"))
+        if reason is None:
+            reason = "interrupted"
+            save(run, state)
+    except DiskFullError as e:
+        last = latest_valid_path(run.checkpoints)
+        raise TrainingError(
+            f"{e}; last good checkpoint: {last or 'none'}; free some space, then continue "
+            f"with: esvo resume {run.run_dir}"
+        ) from e
     return state, reason
 
 
@@ -447,19 +582,23 @@ class _SignalGuard:
     """SIGINT/SIGTERM: the first finishes the generation, a second abandons it; the previous
     handlers are restored on exit. Inactive outside the main thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, start_up: bool = False) -> None:
         self.received: int | None = None
+        self.start_up = start_up  # before the first generation: nothing to finish
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.received is not None:
             raise _Abort
         self.received = signum
+        then = (
+            "stopping once start-up is done"
+            if self.start_up
+            else "finishing the current generation, then checkpointing (send it again to "
+            "abandon the generation)"
+        )
         print(
-            f"\nesvo: {signal.Signals(signum).name} received: finishing the current generation, "
-            "then checkpointing (send it again to abandon the generation)",
-            file=sys.stderr,
-            flush=True,
+            f"\nesvo: {signal.Signals(signum).name} received: {then}", file=sys.stderr, flush=True
         )
 
     def __enter__(self) -> _SignalGuard:
@@ -483,6 +622,7 @@ def _execute(
     loggers: Sequence[Logger] | None,
 ) -> TrainResult:
     objective = make_objective(**cfg.objective.to_spec())
+    check_config(cfg, objective.num_params)
     strategy = make_strategy(cfg, objective)
     if state is None:
         state = initial_state(cfg, objective, strategy)
@@ -495,13 +635,34 @@ def _execute(
     extra = default_loggers(cfg, run_dir) if loggers is None else list(loggers)
     metrics = JsonlLogger(run_dir / METRICS_FILE)
     if own_evaluator:
-        try:
-            evaluator = make_evaluator(cfg, strategy.noise, getattr(objective, "batch_pairs", 1))
-        except Exception as e:
-            metrics.close()
-            raise TrainingError(
-                f"cannot start the {cfg.parallel.backend} evaluator: {type(e).__name__}: {e}"
-            ) from e
+        # ray.init replaces our SIGTERM handler with one that exits with status 15 at once:
+        # a signal during start-up is recorded (ours) or arrives as SystemExit (Ray's).
+        with _SignalGuard(start_up=True) as early:
+            try:
+                batch = getattr(objective, "batch_pairs", 1)
+                evaluator = make_evaluator(cfg, strategy.noise, batch)
+            except SystemExit as e:
+                if e.code != signal.SIGTERM:
+                    raise
+                early.received = signal.SIGTERM
+            except Exception as e:
+                close_loggers([metrics, *extra])
+                raise TrainingError(
+                    f"cannot start the {cfg.parallel.backend} evaluator: {type(e).__name__}: {e}"
+                ) from e
+        if early.received is not None:
+            if evaluator is not None:
+                evaluator.close()
+            close_loggers([metrics, *extra])
+            name = signal.Signals(early.received).name
+            print(
+                f"esvo: interrupted by {name} during start-up, before generation "
+                f"{state.generation}; nothing new to checkpoint",
+                file=sys.stderr,
+                flush=True,
+            )
+            reason, code = "interrupted", 128 + int(early.received)
+            return TrainResult(state.generation, reason, state.best_eval_return, code, run_dir)
     # After the evaluator: ray.init installs a SIGTERM handler of its own, which would replace
     # ours (the run would die without its checkpoint).
     with _SignalGuard() as signals:
@@ -624,6 +785,7 @@ __all__ = [
     "TrainResult",
     "TrainState",
     "TrainingError",
+    "check_config",
     "new_run_dir",
     "resume",
     "train",

@@ -4,6 +4,10 @@ nothing; ``validate`` round-trips; a tiny serial run trains, plots and evaluates
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -169,6 +173,60 @@ BROKEN = [
 ]
 
 
+
+def _laughs(levels: int, width: int = 9) -> str:
+    """A flow sequence of ``levels`` anchors, each ``width`` aliases of the one before: YAML
+    loads it small, but it expands to ``width ** levels`` items ("billion laughs")."""
+    parts = ["&l0 [" + ", ".join(["lol"] * width) + "]"]
+    parts += [f"&l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]" for i in range(1, levels)]
+    return "[" + ", ".join(parts) + "]"
+
+
+_HEAD = "run: {name: t, generations: 2}\nparallel: {backend: serial}\n"
+_GYM = "objective: {kind: gym, env_id: 'tests.toy_env:ToyEnv-v0', "
+BROKEN += [  # found by a hostile tester: each must fail fast, in one line, with exit 2
+    ("alias_bomb_env_kwargs", _HEAD + _GYM + f"env_kwargs: {{x: {_laughs(9)}}}}}\n", [],
+     ["objective.env_kwargs expands to more than 10,000 values"]),
+    ("alias_bomb_python_options",
+     _HEAD + f"objective: {{kind: python, target: 'tests.node_objective:make', x: {_laughs(9)}}}\n",
+     [], ["objective expands to more than 10,000 values"]),
+    ("alias_bomb_in_a_typed_field",
+     f"run: {{name: {_laughs(5)}, generations: 2}}\nobjective: {{kind: function, name: sphere}}\n",
+     [], ["run.name = [[", "...", "a name of letters"]),
+    ("deep_nesting", "run: " + "[" * 3000 + "]" * 3000 + "\n", [], ["nested too deeply"]),
+    ("huge_integer", "run: {seed: " + "7" * 5000 + "}\n", [], ["5000 digits", "too large"]),
+    ("seed_out_of_range", {"run": {"name": "t", "seed": 1e30}}, [], ["run.seed", "2**63"]),
+    ("num_pairs_huge", {"strategy": {"num_pairs": 1e12}}, [],
+     ["strategy.num_pairs: 1,000,000,000,000 pairs", "memory", "this machine has"]),
+    ("dim_huge", {"objective": {"kind": "function", "name": "sphere", "dim": 1e11}}, [],
+     ["objective.dim: 100,000,000,000 parameters", "memory"]),
+    ("mlp_huge", {"objective": {"kind": "gym", "env_id": "CartPole-v1",
+                                "policy": {"kind": "mlp", "hidden_sizes": [1e6, 1e6]}}}, [],
+     ["objective.policy.hidden_sizes", "memory"]),
+    ("noise_table_huge", {"strategy": {"noise": "table", "noise_table_size": 1e12}}, [],
+     ["strategy.noise_table_size: 1,000,000,000,000 noise table entries", "memory"]),
+    ("noise_table_smaller_than_d",
+     {"objective": {"kind": "function", "name": "sphere", "dim": 5000},
+      "strategy": {"noise": "table", "noise_table_size": 1000}}, [],
+     ["strategy.noise_table_size = 1000", "parameter count d = 5,000"]),
+    ("env_module_raises_on_import",
+     {"objective": {"kind": "gym", "env_id": "tests.raising_module:Any-v0"}}, [],
+     ["objective.env_id = 'tests.raising_module:Any-v0'", "module 'tests.raising_module'",
+      "RuntimeError: raising_module: broken at import time"]),
+    ("env_constructor_raises",
+     {"objective": {"kind": "gym", "env_id": "tests.toy_env:ToyBrokenCtorEnv-v0"}}, [],
+     ["objective.env_id", "constructor raised", "ValueError: toy env: bad constructor argument"]),
+    ("python_factory_raises",
+     {"objective": {"kind": "python", "target": "tests.raising_factory:make"}}, [],
+     ["objective.target", "ZeroDivisionError: raising_factory"]),
+    ("set_names_itself_for_a_bad_env",
+     {"objective": {"kind": "gym", "env_id": "CartPole-v1"}}, ["objective.env_id=NoSuch-v9"],
+     ["--set objective.env_id=NoSuch-v9: objective.env_id = 'NoSuch-v9'"]),
+    ("set_names_itself_for_a_huge_size", {}, ["strategy.num_pairs=1e12"],
+     ["--set strategy.num_pairs=1e12: strategy.num_pairs"]),
+]  # fmt: skip
+
+
 def _write(tmp_path: Path, doc) -> Path:
     path = tmp_path / ("missing.yaml" if doc is None else "config.yaml")
     if isinstance(doc, str):
@@ -178,12 +236,27 @@ def _write(tmp_path: Path, doc) -> Path:
     return path
 
 
+@pytest.fixture
+def no_hang():
+    """Turns a hang (an alias bomb being expanded) into a failure instead of a stuck suite.
+    Not a speed assertion: every case here takes milliseconds."""
+
+    def timeout(signum, frame):
+        raise TimeoutError("the command did not return within 30 s")
+
+    previous = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(30)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
 @pytest.mark.parametrize(
     ("doc", "sets", "expected"), [c[1:] for c in BROKEN], ids=[c[0] for c in BROKEN]
 )
 @pytest.mark.parametrize("command", ["train", "validate"])
 def test_bad_input_exits_2_naming_the_key_and_creates_nothing(
-    tmp_path, capsys, command, doc, sets, expected
+    tmp_path, capsys, no_hang, command, doc, sets, expected
 ):
     path = _write(tmp_path, doc)
     out = tmp_path / "out"
@@ -194,14 +267,52 @@ def test_bad_input_exits_2_naming_the_key_and_creates_nothing(
     assert captured.out == ""
     err = captured.err.strip()
     assert "\n" not in err, err
+    assert len(err) < 600, err  # a value is echoed in short, however large it is
     assert err.startswith(f"esvo {command}: error: ")
     for s in expected:
         assert s in err, (s, err)
     assert not out.exists()
 
 
-def test_enough_broken_cases():
-    assert len(BROKEN) >= 20
+@pytest.mark.parametrize("where", ["file", "under_file"])
+def test_out_in_the_way_of_a_file_exits_2(tmp_path, capsys, where):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a directory")
+    out = blocker if where == "file" else blocker / "sub"
+    assert main(["train", str(_write(tmp_path, {})), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("esvo train: error: --out ") and "\n" not in err, err
+    assert str(blocker) in err
+    assert blocker.read_text() == "not a directory"
+
+
+def test_resuming_a_named_corrupt_checkpoint_exits_2(tmp_path, capsys):
+    assert main(["train", str(_write(tmp_path, {})), "--out", str(tmp_path / "out")]) == 0
+    (run_dir,) = (tmp_path / "out" / "t").iterdir()
+    (ckpt,) = (run_dir / "checkpoints").iterdir()
+    state = ckpt / "state.npz"
+    state.write_bytes(state.read_bytes()[:-10])
+    capsys.readouterr()
+    assert main(["resume", str(ckpt)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "checksum mismatch" in err and str(ckpt) in err and "\n" not in err
+
+
+def test_the_esvo_script_imports_modules_from_the_working_directory(tmp_path):
+    # as `python -m esvo` does: a module:Env-v0 id whose module sits in the working directory
+    (tmp_path / "cwd_env_mod.py").write_text(
+        "import gymnasium as gym\n"
+        "gym.register(id='CwdEnv-v0', entry_point='gymnasium.envs.classic_control:CartPoleEnv')\n"
+    )
+    config = _write(tmp_path, {"objective": {"kind": "gym", "env_id": "cwd_env_mod:CwdEnv-v0"}})
+    script = Path(sys.executable).with_name("esvo")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [str(script), "validate", str(config)], cwd=tmp_path, capture_output=True, text=True,
+        env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "env_id: cwd_env_mod:CwdEnv-v0" in done.stdout
 
 
 @pytest.mark.parametrize(

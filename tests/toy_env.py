@@ -8,8 +8,9 @@ truncated after ``horizon`` steps. Importing this module registers the variants,
 Variants: ``ToyEnv-v0`` (Box action), ``ToyDiscreteEnv-v0`` (Discrete(3)),
 ``ToyMultiDiscreteEnv-v0`` (MultiDiscrete([3, 3])), ``ToyRaiseEnv-v0`` (raises ``RuntimeError``
 at step ``raise_at`` if the action there is positive, for about half of the reset seeds: of an
-antithetic pair around 0, one member raises), ``ToyDictObsEnv-v0`` and ``ToyTupleActEnv-v0``
-(unsupported spaces).
+antithetic pair around 0, one member raises), ``ToyAlwaysRaiseEnv-v0`` (raises at every first
+step), ``ToyNaNRewardEnv-v0`` (every reward is NaN), ``ToyBrokenCtorEnv-v0`` (its constructor
+raises), ``ToyDictObsEnv-v0`` and ``ToyTupleActEnv-v0`` (unsupported spaces).
 
 ``ToyEnv.seed_log`` records every reset seed and ``ToyEnv.obs_log`` every observation a policy
 acts on (all but the last of each episode), for the tests to compare against.
@@ -36,8 +37,14 @@ class ToyEnv(gym.Env):
         horizon: int = 10,
         raise_at: int | None = None,
         render_mode: str | None = None,
+        always_raise: bool = False,
+        nan_reward: bool = False,
+        broken: bool = False,
     ):
+        if broken:
+            raise ValueError("toy env: bad constructor argument")
         self.horizon, self.raise_at, self.kind = horizon, raise_at, action
+        self.always_raise, self.nan_reward = always_raise, nan_reward
         self.render_mode = render_mode
         box = spaces.Box(-10.0, 10.0, (3,), np.float64)
         self.observation_space = spaces.Dict({"x": box}) if obs == "dict" else box
@@ -63,7 +70,7 @@ class ToyEnv(gym.Env):
         return self._obs(), {}
 
     def step(self, action):
-        if self.fails and self.t == self.raise_at and np.sum(action) > 0:
+        if self.always_raise or (self.fails and self.t == self.raise_at and np.sum(action) > 0):
             raise RuntimeError(f"toy env failure at step {self.t}")
         if self.kind == "box":
             delta = 0.5 * float(np.asarray(action).reshape(-1)[0])
@@ -77,7 +84,8 @@ class ToyEnv(gym.Env):
         terminated, truncated = bool(dist < 0.05), self.t >= self.horizon
         if not (terminated or truncated):
             ToyEnv.obs_log.append(self._obs())
-        return self._obs(), -dist, terminated, truncated, {}
+        reward = float("nan") if self.nan_reward else -dist
+        return self._obs(), reward, terminated, truncated, {}
 
     def render(self):
         frame = np.zeros((16, 16, 3), dtype=np.uint8)
@@ -90,6 +98,9 @@ VARIANTS = {
     "ToyDiscreteEnv-v0": {"action": "discrete"},
     "ToyMultiDiscreteEnv-v0": {"action": "multidiscrete"},
     "ToyRaiseEnv-v0": {"raise_at": 3},
+    "ToyAlwaysRaiseEnv-v0": {"always_raise": True},
+    "ToyNaNRewardEnv-v0": {"nan_reward": True},
+    "ToyBrokenCtorEnv-v0": {"broken": True},
     "ToyDictObsEnv-v0": {"obs": "dict"},
     "ToyTupleActEnv-v0": {"action": "tuple"},
 }

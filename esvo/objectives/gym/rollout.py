@@ -13,6 +13,8 @@ depend on which other episodes share the lockstep batch, on the chunking, or on 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import reprlib
 import traceback
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -73,12 +75,23 @@ class EnvSpec:
     max_episode_steps: int | None = None
 
     def make(self, render_mode: str | None = None) -> Any:
-        """``gym.make``; ``ValueError`` naming the id for an unknown id or bad kwargs."""
+        """``gym.make``; ``ValueError`` naming the id (and the module of a ``module:Env-v0``
+        id) for an unknown id, bad kwargs, a module that raises on import or an environment
+        whose constructor raises, with the exception's type and last line."""
         import gymnasium as gym
 
         kwargs = dict(self.env_kwargs)
         if render_mode is not None:
             kwargs["render_mode"] = render_mode
+        module = self.env_id.partition(":")[0] if ":" in self.env_id else None
+        if module is not None:
+            try:
+                importlib.import_module(module)
+            except Exception as e:
+                raise ValueError(
+                    f"cannot make gymnasium env {self.env_id!r}: importing its module "
+                    f"{module!r} raised {_one_line(e)}"
+                ) from e
         try:
             return gym.make(
                 self.env_id,
@@ -87,11 +100,28 @@ class EnvSpec:
                 **kwargs,
             )
         except (gym.error.Error, ImportError, TypeError) as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise ValueError(
-                f"cannot make gymnasium env {self.env_id!r} with kwargs {kwargs}: {msg} "
-                "(use a registered id such as 'CartPole-v1', or 'package.module:Env-v0')"
+                f"cannot make gymnasium env {self.env_id!r} with kwargs {_short(kwargs)}: "
+                f"{_one_line(e)} (use a registered id such as 'CartPole-v1', or "
+                "'package.module:Env-v0')"
             ) from e
+        except Exception as e:  # the environment's own constructor
+            raise ValueError(
+                f"cannot make gymnasium env {self.env_id!r}: its constructor raised "
+                f"{_one_line(e)}"
+            ) from e
+
+
+def _one_line(e: BaseException) -> str:
+    """``Type: last line of the message``, bounded."""
+    lines = str(e).strip().splitlines()
+    text = f"{type(e).__name__}: {lines[-1].strip()}" if lines else type(e).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = reprlib.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
