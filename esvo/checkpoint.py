@@ -11,6 +11,8 @@ sha256 of ``state.npz``, so a truncated or corrupted checkpoint is detected on l
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -38,6 +40,29 @@ class CheckpointError(RuntimeError):
 
 class CheckpointWarning(UserWarning):
     """An invalid checkpoint was skipped."""
+
+
+class DiskFullError(OSError):
+    """No space (or quota) left while writing ``filename``; ``str(e)`` says which file."""
+
+    def __str__(self) -> str:
+        return f"disk full while writing {self.filename}"
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """Turn ENOSPC/EDQUOT raised inside the block into a ``DiskFullError`` naming ``path``."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except OSError as e:
+        if e.errno in _FULL:
+            raise DiskFullError(e.errno, os.strerror(e.errno), str(path)) from e
+        raise
 
 
 @dataclass(frozen=True)
@@ -69,13 +94,26 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a small file so that it is either complete or absent after a crash."""
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write a file so that it is either complete (new) or untouched (old) after a crash or a
+    full disk: temp file, fsync, rename, fsync of the directory. ``DiskFullError`` names
+    ``path``; the temp file is removed."""
     path = Path(path)
     tmp = path.with_name(f"{_TMP_PREFIX}{path.name}-{os.getpid()}")
-    _write_file(tmp, text.encode())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    with writing(path):
+        try:
+            _write_file(tmp, data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        _fsync_dir(path.parent)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """``write_bytes_atomic`` of UTF-8 text."""
+    write_bytes_atomic(path, text.encode())
 
 
 def save_checkpoint(
@@ -127,12 +165,18 @@ def save_checkpoint(
     tmp = root / f"{_TMP_PREFIX}{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir()
-    _write_file(tmp / STATE_FILE, data)
-    _write_file(tmp / META_FILE, (json.dumps(full_meta, indent=1, allow_nan=True) + "\n").encode())
-    _fsync_dir(tmp)
-    os.replace(tmp, final)
-    _fsync_dir(root)
+    with writing(final):
+        try:
+            tmp.mkdir()
+            _write_file(tmp / STATE_FILE, data)
+            meta_text = json.dumps(full_meta, indent=1, allow_nan=True) + "\n"
+            _write_file(tmp / META_FILE, meta_text.encode())
+            _fsync_dir(tmp)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # never half a checkpoint under any name
+            raise
+        _fsync_dir(root)
     return final
 
 
@@ -175,6 +219,17 @@ def load_checkpoint(path: Path) -> Checkpoint:
     except (OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path}: cannot parse {STATE_FILE} ({e})") from e
     return Checkpoint(path, int(meta["generation"]), arrays, meta)
+
+
+def latest_valid_path(root: Path) -> Path | None:
+    """The newest checkpoint that loads and verifies (quietly; for messages), or None."""
+    for path in reversed(list_checkpoints(root)):
+        try:
+            load_checkpoint(path)
+        except CheckpointError:
+            continue
+        return path
+    return None
 
 
 def list_checkpoints(root: Path) -> list[Path]:

@@ -16,7 +16,9 @@ import sys
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
+
+from esvo.checkpoint import write_text_atomic, writing
 
 Logger = Callable[[int, Mapping[str, Any]], None]
 
@@ -40,21 +42,25 @@ class JsonlLogger:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: TextIO | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        # unbuffered: a line either reaches the file in one write or raises there (a full
+        # disk); a torn last line is skipped by ``read_jsonl`` and cut by a resume
+        self._file: BinaryIO | None = open(self.path, "ab", buffering=0)  # noqa: SIM115
 
     def __call__(self, generation: int, metrics: Mapping[str, Any]) -> None:
         if self._file is None:
             raise ValueError(f"{self.path} is closed")
         row = {"generation": int(generation)}
         row.update({k: _plain(v) for k, v in metrics.items() if k != "generation"})
-        self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
+        data = memoryview((json.dumps(row) + "\n").encode())
+        with writing(self.path):
+            while data:  # a raw write may be short (a nearly full disk): write the rest
+                data = data[self._file.write(data) :]
 
     def sync(self) -> None:
         """Flush to the disk (before a checkpoint that refers to these lines)."""
         if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            with writing(self.path):
+                os.fsync(self._file.fileno())
 
     def close(self) -> None:
         if self._file is not None:
@@ -84,12 +90,7 @@ def truncate_jsonl(path: Path, generations: int) -> int:
     count. Used on resume, so the file ends up as if the run had never stopped."""
     path = Path(path)
     rows = [r for r in read_jsonl(path) if int(r.get("generation", -1)) < generations]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
     return len(rows)
 
 

@@ -78,6 +78,10 @@ class Results:
     obs_stats: ObsStats | None = None
     failures: int = 0  # rollouts that raised; their fitness is NaN
     errors: tuple[str, ...] = field(default_factory=tuple)  # first traceback(s), for the log
+    # (m,) bool: the pair's two candidates were the same point in the objective's precision
+    # (sigma z below the resolution of the mean, e.g. float32 policies): no mean signal.
+    # None when the objective does not say.
+    collapsed: np.ndarray | None = None
 
     @staticmethod
     def concat(parts: Sequence[Results]) -> Results:
@@ -103,6 +107,9 @@ class Results:
             else ObsStats.concat([p.obs_stats for p in parts]).take(order),
             failures=sum(p.failures for p in parts),
             errors=tuple(e for p in parts for e in p.errors)[:3],
+            collapsed=None
+            if any(p.collapsed is None for p in parts)
+            else np.concatenate([p.collapsed for p in parts])[order],
         )
 
 

@@ -105,7 +105,7 @@ def run(cfg: dict[str, Any], seed: int, eval_episodes: int = 20, eval_every: int
             if stats is not None and stats.count > 0:
                 obs_mean, obs_std = stats.mean, stats.std(probe.obs_std_floor)
             eval_spec = GenerationSpec(gen + 1, state.mean, state.sigma, seed, obs_mean, obs_std)
-            returns, steps = evaluator.evaluate_mean(eval_spec, eval_episodes)
+            returns, steps, *_ = evaluator.evaluate_mean(eval_spec, eval_episodes)
             eval_steps += steps
             best_eval = max(best_eval, float(returns.mean()))
             print(

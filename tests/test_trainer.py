@@ -146,7 +146,8 @@ def test_too_many_failed_rollouts_checkpoint_the_last_good_state_then_raise(tmp_
                    "fail_pairs": [0], "fail_from": 3},
         run={"max_failure_rate": 0.2},
     )  # fmt: skip
-    with pytest.raises(TrainingError, match=r"generation 3: 2/8 rollouts failed.*env exploded"):
+    failed = r"generation 3: 2/8 candidates failed.*2 rollouts raised.*env exploded"
+    with pytest.raises(TrainingError, match=failed):
         train(cfg, tmp_path)
     assert latest_checkpoint(tmp_path / "checkpoints").generation == 3
     assert len(rows(tmp_path)) == 3

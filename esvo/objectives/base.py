@@ -34,9 +34,11 @@ class Objective(Protocol):
         """Scores ``spec.mean ± spec.sigma * z(id)`` for every pair of the task."""
         ...
 
-    def evaluate_mean(self, spec: GenerationSpec, episodes: int) -> tuple[np.ndarray, int]:
+    def evaluate_mean(self, spec: GenerationSpec, episodes: int) -> tuple:
         """Scores ``spec.mean`` itself, without noise, over ``episodes`` episodes on fixed
-        seeds (a function of ``spec.seed`` only): ``(returns (episodes,), env steps)``."""
+        seeds (a function of ``spec.seed`` only): ``(returns (episodes,), env steps)``,
+        optionally with a third item, the tracebacks of episodes that raised (their return
+        is NaN), so that the driver can say why."""
         ...
 
 
@@ -57,13 +59,16 @@ class FunctionObjective:
         return np.full(self.num_params, self.init)
 
     def evaluate(self, spec: GenerationSpec, task: Task, noise: Noise) -> Results:
-        fitness = np.empty((len(task.ids), 2))
+        m = len(task.ids)
+        fitness = np.empty((m, 2))
+        collapsed = np.zeros(m, dtype=bool)
         for k, pid in enumerate(task.ids):
             step = spec.sigma * noise.get(int(pid))
-            fitness[k] = self.f(np.stack([spec.mean + step, spec.mean - step]))
-        return Results(
-            task.generation, task.indices, fitness, np.zeros((len(task.ids), 2), dtype=np.int64)
-        )
+            pair = np.stack([spec.mean + step, spec.mean - step])
+            fitness[k] = self.f(pair)
+            collapsed[k] = np.array_equal(pair[0], pair[1])
+        steps = np.zeros((m, 2), dtype=np.int64)
+        return Results(task.generation, task.indices, fitness, steps, collapsed=collapsed)
 
     def evaluate_mean(self, spec: GenerationSpec, episodes: int) -> tuple[np.ndarray, int]:
         return np.array([float(self.f(spec.mean))]), 0

@@ -22,7 +22,6 @@ from esvo.objectives.gym.rollout import (
     EnvSpec,
     Episode,
     EpisodeResult,
-    episode_returns,
     eval_episodes,
     records_obs,
     run_lockstep,
@@ -185,9 +184,10 @@ class GymObjective:
             action_noise=self.action_noise,
             lockstep=self.lockstep,
         )
-        return self._collect(task, res)
+        collapsed = np.all(thetas[0::2] == thetas[1::2], axis=1)  # float32 rounding ate sigma z
+        return self._collect(task, res, collapsed)
 
-    def _collect(self, task: Task, res: list[EpisodeResult]) -> Results:
+    def _collect(self, task: Task, res: list[EpisodeResult], collapsed: np.ndarray) -> Results:
         """Per-member mean return and step totals; per-pair observation sums, in a fixed order."""
         m, num_eps = len(task.ids), self.episodes_per_eval
         by_member = [res[j * num_eps : (j + 1) * num_eps] for j in range(2 * m)]
@@ -222,12 +222,16 @@ class GymObjective:
             obs_stats=obs_stats,
             failures=len(errors),
             errors=tuple(errors[:MAX_ERRORS]),
+            collapsed=collapsed,
         )
 
-    def evaluate_mean(self, spec: GenerationSpec, episodes: int) -> tuple[np.ndarray, int]:
+    def evaluate_mean(
+        self, spec: GenerationSpec, episodes: int
+    ) -> tuple[np.ndarray, int, tuple[str, ...]]:
         """Returns of ``spec.mean`` on the fixed seeds ``eval_seed(spec.seed, e)``, without
-        action noise or reward shift: ``(returns (episodes,), env steps)``. An episode whose
-        environment raised has return NaN (and warns with the traceback)."""
+        action noise or reward shift: ``(returns (episodes,), env steps, tracebacks)``. An
+        episode whose environment raised has return NaN; its traceback is in the third item
+        (the first ``MAX_ERRORS``)."""
         obs_mean, obs_std = self.normalizer(spec)
         theta = np.asarray(spec.mean, dtype=np.float32)[None]  # (1, P)
         res = run_lockstep(
@@ -241,7 +245,9 @@ class GymObjective:
             obs_clip=self.obs_clip,
             lockstep=self.lockstep,
         )
-        return episode_returns(res)
+        returns = np.array([r.ret for r in res])  # NaN where the episode raised
+        errors = tuple(r.error for r in res if r.error is not None)[:MAX_ERRORS]
+        return returns, int(sum(r.steps for r in res)), errors
 
 
 __all__ = [

@@ -10,6 +10,7 @@ does not depend on the BLAS build, see ``policies``).
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from esvo.checkpoint import write_bytes_atomic, write_text_atomic
 from esvo.objectives.gym.policies import ActionHead, Policy, PolicySpec, normalize
 from esvo.objectives.gym.rollout import (
     EnvPool,
@@ -111,14 +113,12 @@ def export_policy(
         raise ValueError(f"env_kwargs must be JSON-serializable to export a policy: {e}") from e
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    np.savez(
-        directory / f"{name}.npz",
-        theta=theta.astype(np.float32),
-        obs_mean=obs_mean,
-        obs_std=obs_std,
-    )
+    buf = io.BytesIO()
+    np.savez(buf, theta=theta.astype(np.float32), obs_mean=obs_mean, obs_std=obs_std)
+    # each file complete or untouched, even on a full disk (never a 0-byte policy)
+    write_bytes_atomic(directory / f"{name}.npz", buf.getvalue())
     path = directory / f"{name}.json"
-    path.write_text(text + "\n")
+    write_text_atomic(path, text + "\n")
     return path
 
 

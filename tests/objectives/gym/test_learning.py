@@ -33,7 +33,7 @@ def test_cartpole_linear_snes_reaches_475_within_20_generations():
         o = res.obs_stats
         stats = stats.merge_sums(o.count.sum(), o.sum.sum(0), o.sumsq.sum(0))
         norm = (stats.mean, stats.std())
-        returns, _ = evaluator.evaluate_mean(
+        returns, *_ = evaluator.evaluate_mean(
             GenerationSpec(gen + 1, state.mean, state.sigma, 0, *norm), 20
         )
         best = max(best, returns.mean())

@@ -212,7 +212,7 @@ def test_a_raising_environment_fails_only_that_member():
 def test_export_load_run_episodes_replays_evaluate_mean(case, tmp_path):
     obj = make(case)
     spec = spec_for(obj)
-    returns, steps = obj.evaluate_mean(spec, 6)
+    returns, steps, _ = obj.evaluate_mean(spec, 6)
     path = export_policy(tmp_path / "out", spec.mean, obj, spec.obs_mean, spec.obs_std)
     meta = json.loads(path.read_text())
     assert meta["format_version"] == 1 and meta["env_id"] == CASES[case][0]
