@@ -3,7 +3,7 @@
 Nothing registers itself anywhere: the trainer calls each logger it was given once per
 generation, and ``close()`` on those that have one. ``JsonlLogger`` writes ``metrics.jsonl``
 (one JSON object per generation), ``ProgressLogger`` a live line on a terminal (plain lines
-otherwise), ``TensorBoardLogger`` scalars if ``torch.utils.tensorboard`` or ``tensorboardX``
+otherwise), ``TensorBoardLogger`` scalars if ``tensorboardX`` or ``torch.utils.tensorboard``
 is installed.
 """
 
@@ -13,6 +13,7 @@ import json
 import math
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -185,30 +186,111 @@ class ProgressLogger:
             self._open_line = False
 
 
+class _TensorBoardXFile:
+    """One event file written synchronously with tensorboardX's ``EventsWriter``.
+
+    Not ``tensorboardX.SummaryWriter``: it hands events to a background thread through a
+    queue, and its ``flush()`` does not wait for that queue: what a generation logged reached
+    the file only every ``flush_secs`` (120 s) or at ``close()``, and was lost if the process
+    was killed before.
+    """
+
+    def __init__(self, logdir: Path, purge_step: int, suffix: str):
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+        from tensorboardX.summary import scalar
+
+        self._event, self._scalar = Event, scalar
+        self._file = EventsWriter(str(logdir / "events"), suffix)  # + its file_version event
+        # A restart at purge_step: TensorBoard drops the steps >= purge_step read before it.
+        self._file.write_event(
+            Event(
+                wall_time=time.time(),
+                step=purge_step,
+                session_log=SessionLog(status=SessionLog.START),
+            )
+        )
+        self._file.flush()
+
+    def write(self, step: int, scalars: Mapping[str, float]) -> None:
+        event = self._event(wall_time=time.time(), step=step)
+        for key, value in scalars.items():
+            event.summary.value.extend(self._scalar(key, value).value)
+        self._file.write_event(event)
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _TorchFile:
+    """One event file written with ``torch.utils.tensorboard`` (whose ``flush()`` waits)."""
+
+    def __init__(self, logdir: Path, purge_step: int, suffix: str):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(str(logdir), purge_step=purge_step, filename_suffix=suffix)
+
+    def write(self, step: int, scalars: Mapping[str, float]) -> None:
+        for key, value in scalars.items():
+            self._writer.add_scalar(key, value, step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
 class TensorBoardLogger:
-    """Scalars to TensorBoard event files in ``logdir``.
+    """Scalars to TensorBoard event files in ``logdir``, one event file per session, flushed
+    to the file before each call returns.
+
+    Each finite number (Python or numpy, bools excepted) is a scalar at step ``generation``,
+    the ``generation`` of ``metrics.jsonl``; ``None``, non-finite values (null in
+    ``metrics.jsonl``), bools and strings are left out. TensorBoard stores float32.
+
+    The event file is opened at the first generation logged, with that generation as the
+    *purge step*: after a resume from an older checkpoint, TensorBoard hides what the previous
+    session logged from that generation on, so the curves show each generation once, as
+    ``metrics.jsonl`` does after its truncation.
 
     Raises:
-        ImportError: if neither ``torch.utils.tensorboard`` nor ``tensorboardX`` is installed
+        ImportError: if neither ``tensorboardX`` nor ``torch.utils.tensorboard`` is installed
             (use ``make_tensorboard_logger`` to skip cleanly instead).
     """
 
     def __init__(self, logdir: Path):
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            import tensorboardX  # noqa: F401
+
+            self._backend: Any = _TensorBoardXFile
         except ImportError:
-            from tensorboardX import SummaryWriter  # raises ImportError if absent too
-        self.writer = SummaryWriter(str(logdir))
+            import torch.utils.tensorboard  # noqa: F401  # raises ImportError if absent too
+
+            self._backend = _TorchFile
+        self.logdir = Path(logdir)
+        self.logdir.mkdir(parents=True, exist_ok=True)  # fail here, not after a generation
+        self._file: Any = None
 
     def __call__(self, generation: int, metrics: Mapping[str, Any]) -> None:
+        step = int(generation)
+        if self._file is None:
+            # Event files are named events.out.tfevents.<whole seconds>.<host><suffix> and
+            # opened with "wb": without a suffix, a session starting within the same second
+            # as the previous one would overwrite its file. This one also sorts after it
+            # (TensorBoard reads a directory's files in name order).
+            suffix = f".{time.time_ns():020d}.{os.getpid()}"
+            self._file = self._backend(self.logdir, step, suffix)
+        scalars = {}
         for key, value in metrics.items():
             value = _plain(value)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.writer.add_scalar(key, value, generation)
-        self.writer.flush()
+                scalars[key] = value
+        self._file.write(step, scalars)
 
     def close(self) -> None:
-        self.writer.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def make_tensorboard_logger(logdir: Path) -> TensorBoardLogger | None:
@@ -217,8 +299,8 @@ def make_tensorboard_logger(logdir: Path) -> TensorBoardLogger | None:
         return TensorBoardLogger(logdir)
     except ImportError:
         warnings.warn(
-            "logging.tensorboard is set but neither torch.utils.tensorboard nor tensorboardX "
-            "is installed; TensorBoard logging is off",
+            "logging.tensorboard is set but neither tensorboardX nor torch.utils.tensorboard "
+            "is installed (pip install tensorboardX); TensorBoard logging is off",
             stacklevel=2,
         )
         return None

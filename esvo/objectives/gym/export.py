@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import itertools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -166,6 +168,57 @@ def load_policy(path: str | Path) -> LoadedPolicy:
     )
 
 
+class _EpisodeVideos:
+    """An environment (``render_mode="rgb_array"``) that records each episode it runs to
+    ``<stem>-episode-<i>.mp4`` next to ``target``: the frame after ``reset`` and one after
+    each step, streamed to ffmpeg with moviepy's writer at the env's ``render_fps``.
+
+    Not gymnasium's ``RecordVideo`` (same file names and frames): it writes them with
+    moviepy's ``ImageSequenceClip``, whose frame count is ``int(duration * fps)`` with a
+    float ``duration``, and which so drops the last frame of some episodes (at 50 fps, an
+    11-frame episode comes out as 10 frames); it also holds an episode's frames in memory.
+    """
+
+    def __init__(self, env: Any, target: Path, numbers: Iterator[int]):
+        from moviepy.video.io.ffmpeg_writer import FFMPEG_VideoWriter
+
+        self.env, self.target, self.numbers = env, target, numbers
+        self.fps = env.metadata.get("render_fps") or 30
+        self._new_writer = FFMPEG_VideoWriter
+        self._writer: Any = None
+
+    def _frame(self) -> None:
+        frame = np.asarray(self.env.render(), dtype=np.uint8)
+        if self._writer is None:
+            name = f"{self.target.stem}-episode-{next(self.numbers)}.mp4"
+            size = (frame.shape[1], frame.shape[0])
+            self._writer = self._new_writer(str(self.target.with_name(name)), size, self.fps)
+        self._writer.write_frame(frame)
+
+    def _finish(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def reset(self, **kwargs: Any) -> Any:
+        self._finish()
+        out = self.env.reset(**kwargs)
+        self._frame()
+        return out
+
+    def step(self, action: Any) -> Any:
+        out = self.env.step(action)
+        if self._writer is not None:
+            self._frame()
+        return out
+
+    def close(self) -> None:
+        try:
+            self._finish()
+        finally:
+            self.env.close()
+
+
 def run_episodes(
     policy: LoadedPolicy, episodes: int, seed: int = 0, video: str | None = None
 ) -> tuple[np.ndarray, int]:
@@ -173,8 +226,9 @@ def run_episodes(
     ``GymObjective.evaluate_mean`` with ``spec.seed = seed``).
 
     Args:
-        video: ``path.mp4`` to record every episode with gymnasium's ``RecordVideo``
-            (``render_mode="rgb_array"``); files are ``<stem>-episode-<i>.mp4`` next to it.
+        video: ``path.mp4`` to record every episode (``render_mode="rgb_array"``) to
+            ``<stem>-episode-<i>.mp4`` next to it: the frame after ``reset`` and one per step,
+            so ``steps + 1`` frames; recording does not change the episodes.
 
     Returns:
         ``(returns (episodes,), env steps)``.
@@ -187,19 +241,12 @@ def run_episodes(
     else:
         if importlib.util.find_spec("moviepy") is None:
             raise RuntimeError("recording a video needs moviepy: pip install moviepy")
-        from gymnasium.wrappers import RecordVideo
-
         target = Path(video)
         target.parent.mkdir(parents=True, exist_ok=True)
+        numbers = itertools.count()  # shared: an env rebuilt after an error goes on counting
 
         def make() -> Any:
-            return RecordVideo(
-                policy.env.make(render_mode="rgb_array"),
-                str(target.parent),
-                episode_trigger=lambda _: True,
-                name_prefix=target.stem,
-                disable_logger=True,
-            )
+            return _EpisodeVideos(policy.env.make(render_mode="rgb_array"), target, numbers)
 
     pool = EnvPool(make)
     try:

@@ -1,7 +1,6 @@
 """GymObjective.evaluate / evaluate_mean: determinism, CRN, chunking, lockstep, obs statistics,
-failures, and export -> load -> run_episodes."""
+failures, and export -> load -> run_episodes (its videos: test_video.py)."""
 
-import importlib.util
 import json
 
 import numpy as np
@@ -232,14 +231,6 @@ def test_export_without_normalizer(tmp_path):
     policy = load_policy(path)
     assert policy.obs_mean is None
     assert run_episodes(policy, 3, seed=SEED)[0].tolist() == obj.evaluate_mean(spec, 3)[0].tolist()
-
-
-@pytest.mark.skipif(importlib.util.find_spec("moviepy") is not None, reason="moviepy installed")
-def test_video_without_moviepy_says_how_to_install_it(tmp_path):
-    obj = GymObjective(TOY)
-    path = export_policy(tmp_path, obj.initial_params(0), obj, None, None)
-    with pytest.raises(RuntimeError, match="pip install moviepy"):
-        run_episodes(load_policy(path), 1, video=str(tmp_path / "run.mp4"))
 
 
 def test_halfcheetah_lockstep_and_chunking_are_bitwise_equal():
