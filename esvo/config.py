@@ -51,6 +51,7 @@ __all__ = [
     "ParallelConfig",
     "PolicyConfig",
     "PythonObjectiveConfig",
+    "RestartsConfig",
     "RunConfig",
     "StrategyConfig",
     "config_from_dict",
@@ -280,13 +281,47 @@ _OBJECTIVES: dict[str, type] = {
 
 
 @dataclass(frozen=True)
+class RestartsConfig:
+    """IPOP restarts (``esvo.core.Restarts``): when the search has converged or stalled, start
+    again from a random mean in ``[low, high]^d`` with a larger population, keeping the best."""
+
+    max: int = _f(0, ge=0, le=100)
+    """restarts at most (0: none)"""
+    popsize_factor: float = _f(2.0, ge=1, le=100)
+    """each restart multiplies the population by this"""
+    low: float = -5.0
+    """the box new means are drawn from, uniformly: lower bound of every coordinate"""
+    high: float = 5.0
+    """upper bound of every coordinate (> low)"""
+    sigma_tol: float = _f(1.0e-12, gt=0)
+    """restart when the largest standard deviation of the search falls below this"""
+    stall_generations: int | None = _f(None, ge=1)
+    """restart when the best fitness has not improved by stall_tol for this many generations
+    (null: 10 + ceil(30 d / population), pycma's tolfun window)"""
+    stall_tol: float = _f(1.0e-12, ge=0)
+    """smallest improvement of the best fitness that counts"""
+    max_condition: float = _f(1.0e14, gt=1)
+    """restart when the covariance's condition number exceeds this"""
+
+
+@dataclass(frozen=True)
 class StrategyConfig:
     """The search distribution and its update (arguments of ``esvo.core.Strategy``, with the
     same defaults: NES log-utilities; OpenAI-ES settings are ``shaping: centered_ranks`` with
     ``optimizer: {kind: adam, lr: 0.01}`` and ``sigma_lr: 0``)."""
 
     distribution: str = _f(DEFAULT_DISTRIBUTION, choices=tuple(DISTRIBUTIONS))
-    """``isotropic`` (one sigma) or ``separable`` (one sigma per parameter)"""
+    """``isotropic`` (one sigma), ``separable`` (one sigma per parameter), ``full`` (xNES: a
+    full covariance, O(d^2) memory, d <= max_full_dim) or ``lowrank`` (sigma^2 (I + U U^T),
+    linear in d; R1-NES for rank 1)"""
+    rank: int = _f(1, ge=1)
+    """rank k of ``lowrank``'s U (1 <= k < d)"""
+    cov_lr: float | None = _f(None, ge=0)
+    """learning rate of the covariance's shape (full: eta_B, lowrank: eta_U; null: the
+    published default; 0: a fixed shape)"""
+    max_full_dim: int = _f(1000, ge=1)
+    """``full`` is refused above this many parameters (d^2 memory and d^3 time per
+    generation): use ``lowrank`` or ``separable`` there"""
     num_pairs: int | None = _f(None, ge=1)
     """antithetic pairs per generation, population ``2 * num_pairs`` (null: NES default from d)"""
     sigma_init: float = _f(DEFAULT_SIGMA_INIT, gt=0)
@@ -314,6 +349,8 @@ class StrategyConfig:
     """float32 entries of the noise table (null: default from d)"""
     noise_seed: int = _f(0, ge=0, lt=2**63)
     """seed of the noise table"""
+    restarts: RestartsConfig = field(default_factory=RestartsConfig)
+    """IPOP restarts (off by default: ``max: 0``)"""
 
 
 # Ranges of optimizer options by name (their types come from the optimizer's dataclass).
@@ -645,6 +682,9 @@ def _check_cross_fields(cfg: Config, source: str) -> None:
     if k is not None and n is not None and k > n:
         allowed = f"an integer <= strategy.num_pairs = {n}, or null"
         raise ConfigError(source, "strategy.top_k", k, allowed)
+    if strategy.restarts.high <= strategy.restarts.low:
+        allowed = f"a number > strategy.restarts.low = {strategy.restarts.low!r}"
+        raise ConfigError(source, "strategy.restarts.high", strategy.restarts.high, allowed)
     if strategy.sigma_max <= strategy.sigma_min:
         allowed = f"a number > strategy.sigma_min = {strategy.sigma_min!r}"
         raise ConfigError(source, "strategy.sigma_max", strategy.sigma_max, allowed)

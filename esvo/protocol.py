@@ -16,23 +16,38 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from esvo.core.distributions import DiagonalParams, SearchParams
 from esvo.core.noise import Noise
 
 
 @dataclass(frozen=True)
 class GenerationSpec:
-    """What every worker needs to score one generation (sent once per generation)."""
+    """What every worker needs to score one generation (sent once per generation).
+
+    ``search`` is the distribution's parameters (``sigma``, and ``B`` of ``full`` or ``U`` of
+    ``lowrank``): workers turn each rebuilt ``z`` into a step with ``search.step`` (the same
+    numpy code the driver uses). Without it, the step is ``sigma * z`` (diagonal Gaussians).
+    """
 
     generation: int
     mean: np.ndarray  # (d,) float64
-    sigma: np.ndarray  # () | (d,) float64
+    sigma: np.ndarray  # () | (d,) float64: the global scale (search.sigma)
     seed: int  # run seed: with (generation, pair index, episode) it seeds the environments
     obs_mean: np.ndarray | None = None  # frozen observation normalizer (gym objectives)
     obs_std: np.ndarray | None = None
+    search: SearchParams | None = None
+
+    def __post_init__(self) -> None:
+        if self.search is None:
+            object.__setattr__(self, "search", DiagonalParams(np.asarray(self.sigma)))
+
+    def perturbation(self, z: np.ndarray) -> np.ndarray:
+        """The step of noise ``z``: candidates are ``mean ± perturbation(z)``, float64."""
+        return self.search.step(z)  # type: ignore[union-attr]
 
     def candidate(self, noise: Noise, pid: int, sign: int) -> np.ndarray:
-        """``mean + sign * sigma * z(pid)``, float64 ``(d,)``."""
-        return self.mean + sign * (self.sigma * noise.get(pid))
+        """``mean + sign * step(z(pid))``, float64 ``(d,)``."""
+        return self.mean + sign * self.perturbation(noise.get(pid))
 
 
 @dataclass(frozen=True)

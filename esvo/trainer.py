@@ -16,6 +16,7 @@ The run directory (design.md §6) holds ``config.yaml``, ``metrics.jsonl``,
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 import sys
@@ -42,10 +43,10 @@ from esvo.checkpoint import (
     write_text_atomic,
 )
 from esvo.config import Config, ConfigError, dump_config, load_config
-from esvo.core.distributions import SigmaBounds
+from esvo.core.distributions import SigmaBounds, make_distribution
 from esvo.core.noise import TABLE_MIN_DIM, Noise, default_table_size, make_noise
 from esvo.core.running_stat import RunningStat
-from esvo.core.strategy import SearchState, Strategy, default_num_pairs
+from esvo.core.strategy import Restarts, SearchState, Strategy, default_num_pairs
 from esvo.loggers import (
     JsonlLogger,
     Logger,
@@ -165,14 +166,33 @@ class _Run:
         return self.run_dir / CHECKPOINT_DIR
 
 
-def make_noise_source(cfg: Config, dim: int) -> Noise:
+def noise_dim(cfg: Config, num_params: int) -> int:
+    """Entries of noise per perturbation: ``d``, or ``d + rank`` for ``lowrank``."""
+    s = cfg.strategy
+    return make_distribution(s.distribution, s.rank).noise_dim(num_params)
+
+
+def make_noise_source(cfg: Config, num_params: int) -> Noise:
     """The noise of ``cfg.strategy`` (``auto``: by dimension, see ``make_noise``)."""
     s = cfg.strategy
+    dim = noise_dim(cfg, num_params)
     return make_noise(s.noise, dim, seed=s.noise_seed, size=s.noise_table_size)
 
 
 def make_strategy(cfg: Config, objective: Objective) -> Strategy:
-    s = cfg.strategy
+    s, r = cfg.strategy, cfg.strategy.restarts
+    restarts = None
+    if r.max > 0:
+        restarts = Restarts(
+            r.max,
+            r.popsize_factor,
+            r.low,
+            r.high,
+            r.sigma_tol,
+            r.stall_generations,
+            r.stall_tol,
+            r.max_condition,
+        )
     return Strategy(
         objective.num_params,
         maximize=objective.maximize if s.maximize is None else s.maximize,
@@ -181,10 +201,13 @@ def make_strategy(cfg: Config, objective: Objective) -> Strategy:
         sigma_init=s.sigma_init,
         sigma_lr=s.sigma_lr,
         sigma_bounds=SigmaBounds(s.sigma_min, s.sigma_max, s.sigma_max_change),
+        rank=s.rank,
+        cov_lr=s.cov_lr,
         shaping=s.shaping,
         top_k=s.top_k,
         optimizer=cfg.optimizer.build(),
         weight_decay=s.weight_decay,
+        restarts=restarts,
         seed=cfg.run.seed,
         noise=make_noise_source(cfg, objective.num_params),
     )
@@ -254,25 +277,42 @@ def _params_key(cfg: Config) -> str:
 
 
 def check_config(cfg: Config, num_params: int, source: str = "<config>") -> None:
-    """What ``train`` will need, checked before anything is created: the noise table holds a
-    slice of ``d`` entries, and the driver's memory (the search state, the noise table and its
-    derived arrays, the population's per-pair arrays, the candidates workers on this machine
-    materialize) fits in this machine. Approximate and deliberately generous: it exists to
-    turn absurd sizes (``num_pairs: 1e12``, a 10^12-parameter MLP) into a clear error.
+    """What ``train`` will need, checked before anything is created: the distribution fits
+    the parameter count (``full`` up to ``strategy.max_full_dim``, ``lowrank``'s rank below
+    d), the noise table holds a slice of the noise dimension, and the driver's memory (the
+    search state and covariance, the noise table and its derived arrays, the population's
+    per-pair arrays, the candidates workers on this machine materialize) fits in this machine.
+    Approximate and deliberately generous: it exists to turn absurd sizes (``num_pairs: 1e12``,
+    a 10^12-parameter MLP) into a clear error.
 
     Raises:
-        ConfigError: naming the key that is too large, its value and what this machine has.
+        ConfigError: naming the key that is too large, its value and what is allowed.
     """
     s, d = cfg.strategy, int(num_params)
-    n = s.num_pairs or default_num_pairs(d)
-    table_kind = s.noise == "table" or (s.noise == "auto" and d >= TABLE_MIN_DIM)
-    size = (s.noise_table_size or default_table_size(d)) if table_kind else 0
+    if s.distribution == "full" and d > s.max_full_dim:
+        allowed = f"'lowrank' or 'separable' for d = {d:,} (or raise strategy.max_full_dim)"
+        problem = (
+            f"strategy.distribution = 'full' needs d^2 memory and d^3 time per generation; "
+            f"d = {d:,} parameters is above strategy.max_full_dim = {s.max_full_dim:,}: use "
+            "'lowrank' (linear in d) or 'separable', or raise strategy.max_full_dim"
+        )
+        raise ConfigError(source, "strategy.distribution", s.distribution, allowed, problem)
+    if s.distribution == "lowrank" and s.rank >= d:
+        allowed = f"an integer in [1, d) = [1, {d:,})"
+        raise ConfigError(source, "strategy.rank", s.rank, allowed)
+    nd = noise_dim(cfg, d)
+    n = s.num_pairs or default_num_pairs(d, s.distribution)
+    if s.restarts.max:  # the population grows with every restart
+        n = math.ceil(n * s.restarts.popsize_factor ** s.restarts.max)
+    table_kind = s.noise == "table" or (s.noise == "auto" and nd >= TABLE_MIN_DIM)
+    size = (s.noise_table_size or default_table_size(nd)) if table_kind else 0
     workers = 1 if cfg.parallel.backend == "serial" else cfg.parallel.num_workers or (
         os.cpu_count() or 1
     )
     chunk = -(-n // (workers * cfg.parallel.chunks_per_worker))
+    shape = {"full": 8 * d * d * 6, "lowrank": 8 * d * s.rank * 8}.get(s.distribution, 0)
     parts = {  # bytes, by the key that sets them
-        _params_key(cfg): 16 * 8 * d + min(workers, n) * 2 * chunk * 4 * d,
+        _params_key(cfg): 16 * 8 * d + shape + min(workers, n) * 2 * chunk * 4 * d,
         "strategy.noise_table_size": 2 * 4 * size,  # the table, and derived arrays <= its size
         "strategy.num_pairs": 512 * n,
     }
@@ -290,13 +330,13 @@ def check_config(cfg: Config, num_params: int, source: str = "<config>") -> None
             f"memory on the driver; this machine has {_gib(memory)}"
         )
         raise ConfigError(source, key, value, f"a size that fits in {_gib(memory)}", problem)
-    if table_kind and size < d:  # a slice of d entries must fit in the table
+    if table_kind and size < nd:  # a slice of the noise dimension must fit in the table
         key = "strategy.noise_table_size"
-        allowed = f"an integer >= the parameter count d = {d:,} (or noise: generator)"
+        allowed = f"an integer >= the noise dimension {nd:,} (or noise: generator)"
         if s.noise_table_size is None:
             problem = (
                 f"{_params_key(cfg)}: d = {d:,} parameters exceed the largest default noise "
-                f"table ({size:,} entries); set {key} >= d or strategy.noise: generator"
+                f"table ({size:,} entries); set {key} >= {nd:,} or strategy.noise: generator"
             )
             raise ConfigError(source, _params_key(cfg), d, allowed, problem)
         raise ConfigError(source, key, s.noise_table_size, allowed)
@@ -326,7 +366,9 @@ def _spec(run: _Run, state: TrainState) -> GenerationSpec:
     if state.obs is not None:
         obs_mean, obs_std = state.obs.mean, state.obs.std(run.obs_floor)
     s = state.search
-    return GenerationSpec(s.generation, s.mean, s.sigma, run.cfg.run.seed, obs_mean, obs_std)
+    return GenerationSpec(
+        s.generation, s.mean, s.sigma, run.cfg.run.seed, obs_mean, obs_std, search=s.dist
+    )
 
 
 def _merge_obs(obs: RunningStat | None, stats: ObsStats | None) -> RunningStat | None:

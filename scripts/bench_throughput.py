@@ -64,7 +64,7 @@ def bare_replay(
     for gen, ids in gens:
         mean, std = obj.normalizer(gen)
         for k in range(shard[0], len(ids), shard[1]):
-            z = gen.sigma * noise.get(int(ids[k]))
+            z = gen.perturbation(noise.get(int(ids[k])))
             for sign in (1.0, -1.0):
                 layers = obj.policy.stack((gen.mean + sign * z).astype(np.float32)[None])
                 obs, _ = env.reset(seed=train_seed(gen.seed, gen.generation, k, 0))
@@ -115,6 +115,7 @@ class Run:
             seed=0,
             obs_mean=self.obs.mean,
             obs_std=self.obs.std(),
+            search=self.state.dist,
         )
         results = self.evaluator.evaluate(spec, ask.ids)
         self.state, _ = self.strategy.tell(self.state, ask, results.fitness)

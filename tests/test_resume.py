@@ -46,12 +46,12 @@ def slow_sphere(**options):
     return SlowSphere(**options)
 
 
-def function_cfg(generations=12, **run):
+def function_cfg(generations=12, strategy=None, **run):
     return config_from_dict(
         {
             "run": {"name": "r", "seed": 7, "generations": generations, **run},
             "objective": {"kind": "function", "name": "rosenbrock", "dim": 6},
-            "strategy": {"num_pairs": 5, "noise": "generator"},
+            "strategy": {"num_pairs": 5, "noise": "generator", **(strategy or {})},
             "optimizer": {"kind": "adam", "lr": 0.05},
             "parallel": {"backend": "serial"},
             "evaluation": {"every": 3, "episodes": 1},
@@ -116,9 +116,26 @@ def interrupt_at(generation: int):
 
 
 # ---------------------------------------------------------------- in-process
-def test_resume_after_interrupt_is_exact_on_a_function(tmp_path):
-    cfg = function_cfg()
+# every distribution's shape (B, U) and rate, and the restart state, are in the checkpoint
+DISTRIBUTIONS = {
+    "separable": {},
+    "full": {"distribution": "full"},
+    "lowrank": {"distribution": "lowrank", "rank": 2, "noise": "table", "noise_table_size": 4096},
+    # sigma_tol above sigma: a restart (same population) every generation, before and after
+    "full_restarts": {
+        "distribution": "full",
+        "restarts": {"max": 20, "sigma_tol": 1e3, "popsize_factor": 1.0},
+    },
+}
+
+
+@pytest.mark.parametrize("strategy", DISTRIBUTIONS.values(), ids=DISTRIBUTIONS.keys())
+def test_resume_after_interrupt_is_exact_on_a_function(tmp_path, strategy):
+    cfg = function_cfg(strategy=strategy)
     full = train(cfg, tmp_path / "full", loggers=[])
+    if "restarts" in strategy:  # restarts happened before and after the interruption
+        restarts = [r["restart"] for r in read_jsonl(tmp_path / "full" / "metrics.jsonl")]
+        assert sum(restarts[:6]) >= 1 and sum(restarts[6:]) >= 1, restarts
     part = train(cfg, tmp_path / "part", loggers=[interrupt_at(5)])
     assert (part.reason, part.generation) == ("interrupted", 6)  # between checkpoints 4 and 8
     assert len(read_jsonl(tmp_path / "part" / "metrics.jsonl")) == 6

@@ -5,7 +5,16 @@ utilities are higher-is-better. ``z`` is standard-normal float32 noise named by 
 ``mean`` and ``sigma`` are float64.
 """
 
-from esvo.core.distributions import Isotropic, Separable, SigmaBounds, snes_sigma_lr
+from esvo.core.distributions import (
+    DISTRIBUTIONS,
+    Full,
+    Isotropic,
+    LowRank,
+    Separable,
+    SigmaBounds,
+    make_distribution,
+    snes_sigma_lr,
+)
 from esvo.core.noise import (
     Noise,
     NoiseGenerator,
@@ -16,25 +25,30 @@ from esvo.core.noise import (
 )
 from esvo.core.optimizers import OPTIMIZERS, Optimizer, OptState, make_optimizer
 from esvo.core.shaping import SHAPINGS, centered_ranks, nes_utilities, raw, zscore
-from esvo.core.strategy import Ask, SearchState, Strategy, default_num_pairs
+from esvo.core.strategy import Ask, Restarts, SearchState, Strategy, default_num_pairs
 
 __all__ = [
+    "DISTRIBUTIONS",
     "OPTIMIZERS",
     "SHAPINGS",
     "Ask",
+    "Full",
     "Isotropic",
+    "LowRank",
     "Noise",
     "NoiseGenerator",
     "NoiseSums",
     "NoiseTable",
     "OptState",
     "Optimizer",
+    "Restarts",
     "SearchState",
     "Separable",
     "SigmaBounds",
     "Strategy",
     "centered_ranks",
     "default_num_pairs",
+    "make_distribution",
     "make_noise",
     "make_optimizer",
     "nes_utilities",

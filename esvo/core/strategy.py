@@ -6,17 +6,32 @@ checkpoints with ``np.savez`` (``SearchState.to_arrays`` / ``from_arrays``). Ran
 from perturbation ids ``(seed, generation, pair index)``, so there is no RNG state to save and a
 resumed run continues bit-exactly.
 
+The search distribution is a ``esvo.core.distributions.Distribution``: the strategy asks it for
+natural gradients and updates and never branches on its kind. Restarts (IPOP: Auger & Hansen,
+CEC 2005) start the search again from a fresh mean with a larger population when it has
+converged or stalled, keeping the best solution seen.
+
 ``fitness`` passed to ``tell`` is raw, in the user's sense; ``maximize`` says which way is better.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from esvo.core.distributions import DISTRIBUTIONS, Isotropic, Separable, SigmaBounds
+from esvo.core.distributions import (
+    DISTRIBUTIONS,
+    PARAMS,
+    Distribution,
+    SearchParams,
+    SigmaBounds,
+    make_distribution,
+    nes_num_pairs,
+)
 from esvo.core.noise import Noise, make_noise, perturbation_ids
 from esvo.core.optimizers import Optimizer, OptState, make_optimizer
 from esvo.core.shaping import SHAPINGS, Shaping
@@ -31,49 +46,114 @@ DEFAULT_SIGMA_INIT = 0.1
 
 
 @dataclass(frozen=True)
+class Restarts:
+    """IPOP restarts: when a stop criterion fires, start again from a mean drawn uniformly in
+    ``[low, high]^d`` (from the run seed and the restart's number) with ``sigma_init``, a fresh
+    shape and optimizer, and ``popsize_factor`` times the population; the best solution seen is
+    kept. At most ``max`` restarts.
+
+    Criteria: the largest standard deviation of the search distribution is below
+    ``sigma_tol``; the best fitness of the current restart has not improved by more than
+    ``stall_tol`` for ``stall_generations`` generations (default ``10 + ceil(30 d / lambda)``,
+    pycma's ``tolfun`` window); the covariance's condition number exceeds ``max_condition``.
+    """
+
+    max: int = 0
+    popsize_factor: float = 2.0
+    low: float = -5.0
+    high: float = 5.0
+    sigma_tol: float = 1e-12
+    stall_generations: int | None = None
+    stall_tol: float = 1e-12
+    max_condition: float = 1e14
+
+    def __post_init__(self) -> None:
+        if self.max < 0 or self.popsize_factor < 1 or not self.low < self.high:
+            raise ValueError(
+                "restarts: need max >= 0, popsize_factor >= 1 and low < high, got "
+                f"max={self.max}, popsize_factor={self.popsize_factor}, "
+                f"[low, high]=[{self.low}, {self.high}]"
+            )
+
+
+@dataclass(frozen=True)
+class RestartState:
+    """``count`` restarts so far; ``best``: the current restart's best (higher-is-better) score
+    when it last improved by more than ``stall_tol``, at generation ``since``."""
+
+    count: int = 0
+    best: float = -math.inf
+    since: int = 0
+
+
+@dataclass(frozen=True)
 class SearchState:
     """Everything that changes per generation (with obs statistics: the checkpoint)."""
 
     generation: int
     mean: np.ndarray  # (d,) float64
-    sigma: np.ndarray  # () isotropic | (d,) separable, float64
+    dist: SearchParams  # the distribution's parameters: sigma, and B / U ...
     opt: OptState
     best_theta: np.ndarray  # (d,) best sampled candidate so far
     best_fitness: float  # its raw fitness; -inf/inf (worst) until a finite score is seen
+    num_pairs: int = 0  # pairs of the next generation (grows with restarts)
+    restart: RestartState = field(default_factory=RestartState)
+
+    @property
+    def sigma(self) -> np.ndarray:
+        """The distribution's global scale: ``()`` or ``(d,)``."""
+        return self.dist.sigma
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Flat ``name -> array`` for ``np.savez`` (no pickle)."""
         out = {
             "search/generation": np.asarray(self.generation, dtype=np.int64),
             "search/mean": self.mean,
-            "search/sigma": self.sigma,
+            "search/sigma": self.dist.sigma,
             "search/best_theta": self.best_theta,
             "search/best_fitness": np.asarray(self.best_fitness, dtype=np.float64),
+            "search/num_pairs": np.asarray(self.num_pairs, dtype=np.int64),
+            "dist/kind": np.asarray(self.dist.kind),  # a unicode array: no pickle
+            "restart/count": np.asarray(self.restart.count, dtype=np.int64),
+            "restart/best": np.asarray(self.restart.best, dtype=np.float64),
+            "restart/since": np.asarray(self.restart.since, dtype=np.int64),
             "opt/step": np.asarray(self.opt.step, dtype=np.int64),
         }
+        out.update({f"dist/{k}": v for k, v in self.dist.to_arrays().items()})
         out.update({f"opt/slot/{k}": v for k, v in self.opt.slots.items()})
         return out
 
     @classmethod
-    def from_arrays(cls, arrays) -> SearchState:
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> SearchState:
         slots = {
             k.removeprefix("opt/slot/"): np.array(arrays[k])
             for k in arrays
             if k.startswith("opt/slot/")
         }
+        kind = str(arrays["dist/kind"]) if "dist/kind" in arrays else "diagonal"
+        extra = {k.removeprefix("dist/"): np.array(arrays[k]) for k in arrays if k[:5] == "dist/"}
+        extra.pop("kind", None)
+        params = PARAMS[kind](np.array(arrays["search/sigma"], dtype=np.float64), **extra)
+        restart = RestartState(
+            int(arrays.get("restart/count", 0)),
+            float(arrays.get("restart/best", -math.inf)),
+            int(arrays.get("restart/since", 0)),
+        )
         return cls(
             generation=int(arrays["search/generation"]),
             mean=np.array(arrays["search/mean"], dtype=np.float64),
-            sigma=np.array(arrays["search/sigma"], dtype=np.float64),
+            dist=params,
             opt=OptState(int(arrays["opt/step"]), slots),
             best_theta=np.array(arrays["search/best_theta"], dtype=np.float64),
             best_fitness=float(arrays["search/best_fitness"]),
+            num_pairs=int(arrays.get("search/num_pairs", 0)),
+            restart=restart,
         )
 
 
 @dataclass(frozen=True)
 class Ask:
-    """A whole population named by ids: candidates ``mean ± sigma * z(ids[k])``."""
+    """A whole population named by ids: candidates ``mean ± step(z(ids[k]))``."""
 
     generation: int
     ids: np.ndarray  # (num_pairs,) uint64
@@ -83,9 +163,12 @@ class Ask:
         return len(self.ids)
 
 
-def default_num_pairs(dim: int) -> int:
-    """Half the NES population ``4 + floor(3 ln d)``, rounded up."""
-    return math.ceil((4 + math.floor(3 * math.log(max(dim, 1)))) / 2)
+def default_num_pairs(dim: int, distribution: str = DEFAULT_DISTRIBUTION) -> int:
+    """The published population of ``distribution`` in pairs (NES: half of
+    ``4 + floor(3 ln d)``, rounded up; ``lowrank``: R1-NES's ``max(5, 4 log2 d, 0.2 d)``)."""
+    if distribution == "lowrank":
+        return make_distribution("lowrank").default_num_pairs(dim)
+    return nes_num_pairs(dim)
 
 
 class Strategy:
@@ -94,12 +177,17 @@ class Strategy:
     Args:
         dim: number of parameters ``d``.
         maximize: True if higher fitness is better (RL returns), False to minimize.
-        distribution: ``"isotropic"`` or ``"separable"``.
+        distribution: ``"isotropic"``, ``"separable"``, ``"full"`` (xNES) or ``"lowrank"``
+            (``sigma^2 (I + U U^T)``), or a ``Distribution``.
         num_pairs: antithetic pairs per generation (population ``2 * num_pairs``);
-            default half the NES population ``4 + floor(3 ln d)``.
+            default the distribution's published population (halved, rounded up).
         sigma_init: initial sigma (scalar, or ``(d,)`` for separable).
-        sigma_lr: log-sigma learning rate; ``None`` for the NES default, ``0`` for fixed sigma.
+        sigma_lr: log-sigma learning rate; ``None`` for the distribution's default, ``0`` for
+            fixed sigma.
         sigma_bounds: clamps on sigma (default ``SigmaBounds()``).
+        rank: ``k`` of ``lowrank`` (``1 <= k < d``).
+        cov_lr: learning rate of the distribution's shape (``eta_B`` of ``full``, ``eta_U`` of
+            ``lowrank``); ``None`` for the published default, ``0`` to keep the shape fixed.
         shaping: a name in ``SHAPINGS`` or a callable ``(2n,) -> (2n,)``.
         top_k: update from the ``top_k`` best pairs only, ranked by ``max(f+, f-)`` (ARS V2-t,
             Mania et al. 2018); the others get zero utility. ``None``: all pairs.
@@ -110,8 +198,10 @@ class Strategy:
             With ``raw`` shaping the mean then settles at the regularized optimum of ``f``
             itself; a decay not scaled by ``Sigma`` would grow like ``lambda / sigma^2``
             against the gradient as sigma shrinks and stall the search.
+        restarts: IPOP restarts (``Restarts``); ``None``: none.
         seed: run seed; with the generation and pair index it names every perturbation.
-        noise: a ``Noise``, or ``"table"`` / ``"generator"`` / ``"auto"`` (by ``dim``).
+        noise: a ``Noise`` (of the distribution's noise dimension), or ``"table"`` /
+            ``"generator"`` / ``"auto"`` (by dimension).
     """
 
     def __init__(
@@ -119,32 +209,36 @@ class Strategy:
         dim: int,
         *,
         maximize: bool,
-        distribution: str = DEFAULT_DISTRIBUTION,
+        distribution: str | Distribution = DEFAULT_DISTRIBUTION,
         num_pairs: int | None = None,
         sigma_init: float | np.ndarray = DEFAULT_SIGMA_INIT,
         sigma_lr: float | None = None,
         sigma_bounds: SigmaBounds | None = None,
+        rank: int = 1,
+        cov_lr: float | None = None,
         shaping: str | Shaping = DEFAULT_SHAPING,
         top_k: int | None = None,
         optimizer: Optimizer | None = None,
         weight_decay: float = 0.0,
+        restarts: Restarts | None = None,
         seed: int = 0,
         noise: Noise | str = "auto",
     ):
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
-        if distribution not in DISTRIBUTIONS:
-            raise ValueError(
-                f"distribution must be one of {sorted(DISTRIBUTIONS)}, got {distribution!r}"
-            )
+        if isinstance(distribution, str):
+            distribution = make_distribution(distribution, rank)
         self.dim = int(dim)
         self.maximize = bool(maximize)
-        self.distribution: Isotropic | Separable = DISTRIBUTIONS[distribution]()
-        self.num_pairs = default_num_pairs(dim) if num_pairs is None else int(num_pairs)
+        self.distribution: Distribution = distribution
+        self.num_pairs = (
+            distribution.default_num_pairs(dim) if num_pairs is None else int(num_pairs)
+        )
         if self.num_pairs < 1:
             raise ValueError(f"num_pairs must be >= 1, got {num_pairs}")
         self.sigma_init = sigma_init
-        self.sigma_lr = self.distribution.default_sigma_lr(dim) if sigma_lr is None else sigma_lr
+        self.sigma_lr = distribution.default_sigma_lr(dim) if sigma_lr is None else sigma_lr
+        self.cov_lr = distribution.default_cov_lr(dim) if cov_lr is None else float(cov_lr)
         self.sigma_bounds = SigmaBounds() if sigma_bounds is None else sigma_bounds
         self.shaping = SHAPINGS[shaping] if isinstance(shaping, str) else shaping
         if top_k is not None and not 1 <= top_k <= self.num_pairs:
@@ -152,11 +246,16 @@ class Strategy:
         self.top_k = top_k
         self.optimizer = make_optimizer(DEFAULT_OPTIMIZER) if optimizer is None else optimizer
         self.weight_decay = float(weight_decay)
+        self.restarts = restarts
         self.seed = int(seed)
+        noise_dim = distribution.noise_dim(self.dim)
         if isinstance(noise, str):
-            noise = make_noise(noise, dim)
-        if noise.dim != self.dim:
-            raise ValueError(f"noise has dim {noise.dim}, strategy {self.dim}")
+            noise = make_noise(noise, noise_dim)
+        if noise.dim != noise_dim:
+            raise ValueError(
+                f"noise has dim {noise.dim}; the {distribution.name} distribution of d = "
+                f"{self.dim} needs {noise_dim}"
+            )
         self.noise: Noise = noise
 
     # ------------------------------------------------------------------ ask/tell
@@ -164,27 +263,32 @@ class Strategy:
         mean = np.array(theta0, dtype=np.float64).reshape(-1)
         if mean.shape != (self.dim,):
             raise ValueError(f"theta0 must have {self.dim} entries, got {mean.size}")
-        sigma = self.distribution.init_sigma(self.dim, self.sigma_init)
-        if np.any(sigma <= 0) or not np.all(np.isfinite(sigma)):
-            raise ValueError("sigma_init must be finite and > 0")
+        params = self._fresh_params(0)
         worst = -np.inf if self.maximize else np.inf
-        return SearchState(0, mean, sigma, self.optimizer.init(self.dim), mean.copy(), worst)
+        opt = self.optimizer.init(self.dim)
+        return SearchState(0, mean, params, opt, mean.copy(), worst, self.num_pairs)
+
+    def _fresh_params(self, restart: int) -> SearchParams:
+        params = self.distribution.init(self.dim, self.sigma_init, _mix(self.seed, restart))
+        if np.any(params.sigma <= 0) or not np.all(np.isfinite(params.sigma)):
+            raise ValueError("sigma_init must be finite and > 0")
+        return params
 
     def ask(self, state: SearchState) -> Ask:
-        return Ask(state.generation, perturbation_ids(self.seed, state.generation, self.num_pairs))
+        n = state.num_pairs or self.num_pairs
+        return Ask(state.generation, perturbation_ids(self.seed, state.generation, n))
 
     def population(self, state: SearchState, ask: Ask) -> np.ndarray:
-        """The candidates as an array ``(num_pairs, 2, d)``: ``[k, 0] = mean + sigma z_k``,
-        ``[k, 1] = mean - sigma z_k``. For small problems and library users; the evaluators
+        """The candidates as an array ``(num_pairs, 2, d)``: ``[k, 0] = mean + step(z_k)``,
+        ``[k, 1] = mean - step(z_k)``. For small problems and library users; the evaluators
         rebuild candidates from ids instead."""
-        z = np.stack([self.noise.get(p) for p in ask.ids]).astype(np.float64)
-        step = state.sigma * z
+        step = state.dist.step(np.stack([self.noise.get(p) for p in ask.ids]))
         return np.stack([state.mean + step, state.mean - step], axis=1)
 
     def utilities(self, signed: np.ndarray) -> np.ndarray:
         """Shaped utilities ``(n, 2)`` of higher-is-better scores ``(n, 2)``; with ``top_k``,
         shaped over the best pairs only (a stable sort: ties go to the lower pair index)."""
-        if self.top_k is None or self.top_k == len(signed):
+        if self.top_k is None or self.top_k >= len(signed):
             return self.shaping(signed.reshape(-1)).reshape(-1, 2)
         best = np.where(np.isfinite(signed), signed, -np.inf).max(axis=1)  # (n,)
         keep = np.sort(np.argsort(-best, kind="stable")[: self.top_k])
@@ -216,16 +320,20 @@ class Strategy:
         u = self.utilities(signed)
         a, b = u[:, 0] - u[:, 1], u[:, 0] + u[:, 1]
 
-        g_mean, g_log_sigma = self.distribution.gradients(
-            self.noise, ask.ids, a, b, state.sigma, with_sigma=self.sigma_lr != 0
+        dist = self.distribution
+        grads = dist.gradients(
+            state.dist, self.noise, ask.ids, a, b, with_sigma=self.sigma_lr != 0
         )
+        g_mean = grads.mean
         if self.weight_decay:  # natural gradient of -lambda/2 ||mean||^2: -lambda Sigma mean
-            g_mean = g_mean - self.weight_decay * np.square(state.sigma) * state.mean
+            g_mean = g_mean - self.weight_decay * dist.cov_times(state.dist, state.mean)
         with np.errstate(over="ignore", invalid="ignore"):  # checked just below
             delta, opt = self.optimizer.step(state.opt, g_mean)
             mean = state.mean + delta
-            sigma = self.sigma_bounds.apply(state.sigma, self.sigma_lr * g_log_sigma)
-        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(sigma))):
+        params, dist_metrics = dist.update(
+            state.dist, grads, self.sigma_lr, self.cov_lr, self.sigma_bounds
+        )
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(params.sigma))):
             raise FloatingPointError(
                 f"generation {state.generation}: update produced non-finite parameters; "
                 "the state was left unchanged (lower the learning rate?)"
@@ -236,23 +344,88 @@ class Strategy:
             k, side = np.unravel_index(np.argmax(np.where(finite, signed, -np.inf)), f.shape)
             best_signed = signed[k, side]
             if best_signed > (best_fitness if self.maximize else -best_fitness):
-                z = self.noise.get(ask.ids[k]).astype(np.float64)
-                best_theta = state.mean + (1 - 2 * side) * state.sigma * z
+                step = state.dist.step(self.noise.get(ask.ids[k]))
+                best_theta = state.mean + (1 - 2 * side) * step
                 best_fitness = float(f[k, side])
 
-        next_state = SearchState(state.generation + 1, mean, sigma, opt, best_theta, best_fitness)
+        next_state = SearchState(
+            state.generation + 1,
+            mean,
+            params,
+            opt,
+            best_theta,
+            best_fitness,
+            ask.num_pairs,
+            state.restart,
+        )
         fin = f[finite]
+        scale_mean, scale_min, scale_max = params.scale_stats()
         # ||delta|| / ||mean||, the old mean's norm, or the new one's from a zero start
         mean_norm = float(np.linalg.norm(state.mean)) or float(np.linalg.norm(mean))
-        metrics = {
+        metrics: dict[str, float] = {
             "fitness_mean": float(fin.mean()) if fin.size else float("nan"),
             "fitness_max": float(fin.max()) if fin.size else float("nan"),
             "fitness_min": float(fin.min()) if fin.size else float("nan"),
-            "sigma_mean": float(np.mean(sigma)),
-            "sigma_min": float(np.min(sigma)),
-            "sigma_max": float(np.max(sigma)),
+            "sigma_mean": scale_mean,
+            "sigma_min": scale_min,
+            "sigma_max": scale_max,
             "grad_norm": float(np.linalg.norm(g_mean)),
             "update_ratio": float(np.linalg.norm(delta)) / mean_norm if mean_norm else 0.0,
             "nonfinite": int((~finite).sum()),
+            **dist_metrics,
         }
+        if self.restarts is not None:
+            gen_best = float(signed[finite].max()) if finite.any() else -math.inf
+            next_state, restart_metrics = self._restart(next_state, gen_best)
+            metrics.update(restart_metrics)
         return next_state, metrics
+
+    # ------------------------------------------------------------------ restarts
+    def _restart(self, state: SearchState, gen_best: float) -> tuple[SearchState, dict]:
+        """IPOP: track the current restart's progress; start afresh when a criterion fires."""
+        r, rs = self.restarts, state.restart
+        assert r is not None
+        if gen_best > rs.best + r.stall_tol:
+            rs = RestartState(rs.count, gen_best, state.generation)
+        window = r.stall_generations or 10 + math.ceil(30 * self.dim / (2 * state.num_pairs))
+        reason = None
+        if state.dist.scale_stats()[2] < r.sigma_tol:
+            reason = "sigma"
+        elif state.generation - rs.since >= window:
+            reason = "stall"
+        elif r.max_condition and self.distribution.condition(state.dist) > r.max_condition:
+            reason = "condition"
+        metrics: dict = {"restart": 0, "restarts": rs.count}
+        if reason is None or rs.count >= r.max:
+            return dataclasses.replace(state, restart=rs), metrics
+        count = rs.count + 1
+        rng = np.random.default_rng([self.seed, count, 0x1F0F])
+        mean = rng.uniform(r.low, r.high, self.dim)
+        pairs = math.ceil(self.num_pairs * r.popsize_factor**count)
+        fresh = SearchState(
+            state.generation,
+            mean,
+            self._fresh_params(count),
+            self.optimizer.init(self.dim),
+            state.best_theta,
+            state.best_fitness,
+            pairs,
+            RestartState(count, -math.inf, state.generation),
+        )
+        return fresh, {"restart": 1, "restarts": count, "restart_reason": reason}
+
+
+def _mix(seed: int, restart: int) -> int:
+    """The seed a distribution's random start (``lowrank``'s ``U``) is drawn from."""
+    return int(np.random.SeedSequence([int(seed), int(restart)]).generate_state(1)[0])
+
+
+__all__ = [
+    "DEFAULT_DISTRIBUTION",
+    "DISTRIBUTIONS",
+    "Ask",
+    "Restarts",
+    "SearchState",
+    "Strategy",
+    "default_num_pairs",
+]

@@ -31,7 +31,7 @@ class Objective(Protocol):
         ...
 
     def evaluate(self, spec: GenerationSpec, task: Task, noise: Noise) -> Results:
-        """Scores ``spec.mean ± spec.sigma * z(id)`` for every pair of the task."""
+        """Scores ``spec.mean ± spec.perturbation(z(id))`` for every pair of the task."""
         ...
 
     def evaluate_mean(self, spec: GenerationSpec, episodes: int) -> tuple:
@@ -63,7 +63,7 @@ class FunctionObjective:
         fitness = np.empty((m, 2))
         collapsed = np.zeros(m, dtype=bool)
         for k, pid in enumerate(task.ids):
-            step = spec.sigma * noise.get(int(pid))
+            step = spec.perturbation(noise.get(int(pid)))
             pair = np.stack([spec.mean + step, spec.mean - step])
             fitness[k] = self.f(pair)
             collapsed[k] = np.array_equal(pair[0], pair[1])

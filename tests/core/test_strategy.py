@@ -136,7 +136,7 @@ def test_state_round_trips_through_npz_and_resumes_bitwise(tmp_path, opt):
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="distribution"):
-        Strategy(3, maximize=True, distribution="full")
+        Strategy(3, maximize=True, distribution="fulll")
     with pytest.raises(ValueError, match="num_pairs"):
         Strategy(3, maximize=True, num_pairs=0)
     s = Strategy(3, maximize=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from esvo.core import NoiseGenerator, NoiseTable, Strategy
+from esvo.core import NoiseGenerator, NoiseTable, Strategy, make_distribution
 from esvo.core.running_stat import RunningStat
 from esvo.objectives.base import make_objective
 from esvo.parallel import SerialEvaluator
@@ -31,20 +31,38 @@ CARTPOLE = {"kind": "gym", "env_id": "CartPole-v1", "policy": {"kind": "linear"}
 SLOW = "tests.parallel.slow_objective:make"
 
 
-def make_strategy(objective_spec: dict, noise_kind: str = "generator", num_pairs: int = 12):
+def make_strategy(
+    objective_spec: dict,
+    noise_kind: str = "generator",
+    num_pairs: int = 12,
+    distribution: str = "separable",
+):
     objective = make_objective(**objective_spec)
     dim = objective.num_params
-    noise = NoiseTable(dim, seed=3, size=1 << 16) if noise_kind == "table" else NoiseGenerator(dim)
+    dist = make_distribution(distribution)
+    nd = dist.noise_dim(dim)
+    noise = NoiseTable(nd, seed=3, size=1 << 16) if noise_kind == "table" else NoiseGenerator(nd)
     strategy = Strategy(
-        dim, maximize=objective.maximize, num_pairs=num_pairs, noise=noise, seed=SEED
+        dim,
+        maximize=objective.maximize,
+        distribution=dist,
+        num_pairs=num_pairs,
+        noise=noise,
+        seed=SEED,
     )
     return strategy, objective
 
 
-def trajectory(evaluator, objective_spec: dict, generations: int = 4, noise_kind="generator"):
+def trajectory(
+    evaluator,
+    objective_spec: dict,
+    generations: int = 4,
+    noise_kind="generator",
+    distribution="separable",
+):
     """The trainer's loop in miniature (ask, evaluate, tell, merge obs stats): per generation
     the arrays that must match bitwise, and the evaluator's stats."""
-    strategy, objective = make_strategy(objective_spec, noise_kind)
+    strategy, objective = make_strategy(objective_spec, noise_kind, distribution=distribution)
     state = strategy.init(objective.initial_params(SEED))
     obs = RunningStat.zeros(objective.obs_dim) if objective.obs_dim else None
     arrays, stats = [], []
@@ -57,10 +75,12 @@ def trajectory(evaluator, objective_spec: dict, generations: int = 4, noise_kind
             seed=SEED,
             obs_mean=None if obs is None else obs.mean,
             obs_std=None if obs is None else obs.std(),
+            search=state.dist,
         )
         results = evaluator.evaluate(spec, ask.ids)
         state, _ = strategy.tell(state, ask, results.fitness)
-        row = [state.mean, state.sigma, results.fitness, results.steps]
+        row = [state.mean, state.sigma, *state.dist.to_arrays().values()]
+        row += [results.fitness, results.steps]
         if obs is not None:
             s = results.obs_stats
             obs = obs.merge_sums(s.count.sum(), s.sum.sum(axis=0), s.sumsq.sum(axis=0))
@@ -78,13 +98,16 @@ def assert_bitwise(a, b):
             assert np.array_equal(x, y), f"generation {g} differs"
 
 
-def serial_trajectory(objective_spec, noise_kind="generator", generations=4):
-    strategy, _ = make_strategy(objective_spec, noise_kind)
+def serial_trajectory(
+    objective_spec, noise_kind="generator", generations=4, distribution="separable"
+):
+    strategy, _ = make_strategy(objective_spec, noise_kind, distribution=distribution)
     return trajectory(
         SerialEvaluator(objective_spec, strategy.noise.spec()),
         objective_spec,
         generations,
         noise_kind,
+        distribution,
     )[0]
 
 
@@ -122,7 +145,27 @@ def test_cartpole_with_obs_stats_serial_equals_ray(ray_session):
         assert stats[-1]["env_steps"] == int(got[-1][3].sum()) > 0
 
 
-def test_worker_killed_mid_generation_same_trajectory(ray_session, tmp_path):
+@pytest.mark.parametrize(
+    ("distribution", "noise_kind"), [("full", "generator"), ("lowrank", "table")]
+)
+def test_correlated_distributions_serial_equal_ray_1_and_2_workers(
+    ray_session, distribution, noise_kind
+):
+    # B (d x d) or U (d x k) travels in the spec; workers build candidates with the same
+    # fixed-order numpy as the driver, whatever their thread count or memory alignment
+    expected = serial_trajectory(SPHERE, noise_kind, distribution=distribution)
+    assert not np.array_equal(expected[0][2], expected[-1][2])  # the shape did change
+    strategy, _ = make_strategy(SPHERE, noise_kind, distribution=distribution)
+    for num_workers, chunks in [(1, 4), (2, 3)]:
+        with RayEvaluator(
+            SPHERE, strategy.noise.spec(), num_workers=num_workers, chunks_per_worker=chunks
+        ) as ev:
+            got, _ = trajectory(ev, SPHERE, noise_kind=noise_kind, distribution=distribution)
+        assert_bitwise(expected, got)
+
+
+@pytest.mark.parametrize("distribution", ["separable", "full", "lowrank"])
+def test_worker_killed_mid_generation_same_trajectory(ray_session, tmp_path, distribution):
     spec = {
         "kind": "python",
         "target": SLOW,
@@ -132,8 +175,8 @@ def test_worker_killed_mid_generation_same_trajectory(ray_session, tmp_path):
         "block_generation": 1,
         "block_pair": 4,  # the middle of chunk [3, 4, 5]
     }
-    expected = serial_trajectory(SPHERE, generations=3)
-    strategy, _ = make_strategy(SPHERE)
+    expected = serial_trajectory(SPHERE, generations=3, distribution=distribution)
+    strategy, _ = make_strategy(SPHERE, distribution=distribution)
     killed: list[int] = []
 
     def kill_blocked_worker():  # the worker scoring pair 4 of generation 1 waits to be killed
@@ -150,7 +193,7 @@ def test_worker_killed_mid_generation_same_trajectory(ray_session, tmp_path):
     with RayEvaluator(spec, strategy.noise.spec(), num_workers=2, chunks_per_worker=2) as ev:
         killer = threading.Thread(target=kill_blocked_worker, daemon=True)
         killer.start()
-        got, stats = trajectory(ev, spec, generations=3)
+        got, stats = trajectory(ev, spec, generations=3, distribution=distribution)
         killer.join(timeout=5)
         pids = ev.worker_pids()
     assert killed, "the blocking pair was never reached"

@@ -153,7 +153,7 @@ class GymObjective:
         m, num_eps = len(task.ids), self.episodes_per_eval
         thetas = np.empty((2 * m, self.num_params), dtype=np.float32)  # (2m, P)
         for i, pid in enumerate(task.ids):
-            step = spec.sigma * noise.get(int(pid))  # float64 (d,)
+            step = spec.perturbation(noise.get(int(pid)))  # float64 (d,)
             thetas[2 * i] = spec.mean + step
             thetas[2 * i + 1] = spec.mean - step
         rng_on = self.uses_rng or self.action_noise > 0
