@@ -188,7 +188,12 @@ def actor_runtime_env(runtime_env: dict | None) -> dict:
 
 
 def connect(address: str | None, num_cpus: int | None, include_dashboard: bool) -> bool:
-    """Start or join Ray unless it is already initialized; True if this call did ``ray.init``."""
+    """Start or join Ray unless it is already initialized; True if this call did ``ray.init``.
+
+    No ``address`` (and no ``RAY_ADDRESS``) starts a new embedded instance, ``address="local"``:
+    with ``None`` Ray would join whatever cluster its session file names
+    (``/tmp/ray/ray_current_cluster``), also one left behind by a crashed ``ray start``.
+    """
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -199,7 +204,9 @@ def connect(address: str | None, num_cpus: int | None, include_dashboard: bool) 
         level = auth_logger.level
         auth_logger.setLevel(logging.ERROR)
         try:
-            ray.init(num_cpus=num_cpus, include_dashboard=include_dashboard, **quiet)
+            ray.init(
+                address="local", num_cpus=num_cpus, include_dashboard=include_dashboard, **quiet
+            )
         finally:
             auth_logger.setLevel(level)
         return True
