@@ -16,9 +16,10 @@ bounded.
 Decisions (see the module's functions for details):
 
 - Ray is embedded by default (``num_cpus = num_workers``, dashboard off, usage stats off, Ray's
-  logs kept in its session directory rather than the terminal). ``address`` (or ``RAY_ADDRESS``,
-  as set by ``ray job submit``) joins an existing cluster. A Ray already initialized in the
-  process is reused and left running on ``close``.
+  logs kept in its session directory rather than the terminal): always a new instance, listening
+  on loopback only (``connect``). ``address`` (or ``RAY_ADDRESS``, as set by
+  ``ray job submit``) joins an existing cluster. A Ray already initialized in the process is
+  reused and left running on ``close``.
 - Token authentication (Ray's default since 2.5x): an embedded Ray creates/uses
   ``~/.ray/auth_token``. ``address="auto"`` enables it by itself when a token is found
   (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``); an explicit ``host:port``
@@ -40,6 +41,7 @@ import pickle
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -76,6 +78,7 @@ LOST_ERRORS: tuple[type[Exception], ...] = (
 )
 
 _AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+LOOPBACK = "127.0.0.1"  # the embedded instance's node address: it listens on nothing else
 
 
 class EvaluatorError(RuntimeError):
@@ -187,12 +190,35 @@ def actor_runtime_env(runtime_env: dict | None) -> dict:
     return {**user, "env_vars": env_vars}
 
 
+@contextlib.contextmanager
+def _loopback_node() -> Iterator[None]:
+    """Lets ``ray.init`` keep ``_node_ip_address=LOOPBACK`` for the node it starts.
+
+    Ray (2.60) replaces a loopback node address by the machine's address, except where it never
+    clusters (macOS and Windows; the switch, ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``, is read once
+    at import). With a loopback node address every server of the node (GCS, raylet, workers,
+    agents, metrics) listens on loopback instead of on all interfaces: what an embedded instance
+    needs, as it serves nothing outside this machine. The switch is off for ``ray.init`` only.
+    """
+    consts = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    if not hasattr(consts, "ENABLE_RAY_CLUSTER"):  # a newer Ray: test_embedded_ray.py tells
+        yield
+        return
+    saved = consts.ENABLE_RAY_CLUSTER
+    consts.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        consts.ENABLE_RAY_CLUSTER = saved
+
+
 def connect(address: str | None, num_cpus: int | None, include_dashboard: bool) -> bool:
     """Start or join Ray unless it is already initialized; True if this call did ``ray.init``.
 
-    No ``address`` (and no ``RAY_ADDRESS``) starts a new embedded instance, ``address="local"``:
-    with ``None`` Ray would join whatever cluster its session file names
-    (``/tmp/ray/ray_current_cluster``), also one left behind by a crashed ``ray start``.
+    No ``address`` (and no ``RAY_ADDRESS``) starts a new embedded instance, ``address="local"``
+    (with ``None`` Ray would join whatever cluster its session file names,
+    ``/tmp/ray/ray_current_cluster``, also one left behind by a crashed ``ray start``), on
+    loopback only (``_loopback_node``).
     """
     if ray.is_initialized():
         return False
@@ -204,9 +230,14 @@ def connect(address: str | None, num_cpus: int | None, include_dashboard: bool) 
         level = auth_logger.level
         auth_logger.setLevel(logging.ERROR)
         try:
-            ray.init(
-                address="local", num_cpus=num_cpus, include_dashboard=include_dashboard, **quiet
-            )
+            with _loopback_node():
+                ray.init(
+                    address="local",
+                    num_cpus=num_cpus,
+                    include_dashboard=include_dashboard,
+                    _node_ip_address=LOOPBACK,
+                    **quiet,
+                )
         finally:
             auth_logger.setLevel(level)
         return True

@@ -2,11 +2,13 @@
 (``tests.parallel.embedded_driver``) with its own ``RAY_TMPDIR``, inspected with psutil.
 
 - it starts a new instance even when a crashed ``ray start`` left its session file behind;
+- it listens on loopback only (GCS, raylet, agents, workers, the driver's own servers).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import select
@@ -100,3 +102,42 @@ def test_starts_a_new_instance_despite_a_stale_session_file():
         assert driver.info["same_as_serial"]
         assert len(driver.info["workers"]) == 2
         assert driver.info["session_dir"].startswith(os.path.join(driver.tmp, "ray", "session_"))
+
+
+# Processes that must be seen listening (else the check proves nothing), by psutil name.
+SERVERS = {"gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent"}
+
+
+def _listening(root: psutil.Process) -> set[tuple[str, str, int]]:
+    """(process name, address, port) of every LISTEN socket of ``root`` and its descendants."""
+    out = set()
+    for p in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            name = p.name()
+            for c in p.net_connections(kind="inet"):
+                if c.status == psutil.CONN_LISTEN:
+                    out.add((name, c.laddr.ip, c.laddr.port))
+    return out
+
+
+def _loopback(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip.split("%")[0])
+    return (getattr(addr, "ipv4_mapped", None) or addr).is_loopback  # ::ffff:127.0.0.1 too
+
+
+def test_listens_on_loopback_only():
+    with embedded_driver() as driver:
+        root = driver.tree[0]
+        deadline = time.monotonic() + 30
+        seen: list[set] = []
+        # Servers come up for a while (agents, metrics): sample until three samples in a row
+        # agree, every one of them on loopback only.
+        while len(seen) < 3 or not (seen[-1] == seen[-2] == seen[-3]):
+            assert time.monotonic() < deadline, f"listening sockets never settled: {seen[-1]}"
+            sockets = _listening(root)
+            outside = sorted(s for s in sockets if not _loopback(s[1]))
+            assert not outside, f"listening outside loopback: {outside}"
+            seen.append(sockets)
+            time.sleep(0.5)
+        names = {name for name, _, _ in seen[-1]}
+        assert names >= SERVERS | {root.name()}, f"not all of Ray's servers were seen: {names}"
