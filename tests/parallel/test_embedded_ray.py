@@ -2,7 +2,8 @@
 (``tests.parallel.embedded_driver``) with its own ``RAY_TMPDIR``, inspected with psutil.
 
 - it starts a new instance even when a crashed ``ray start`` left its session file behind;
-- it listens on loopback only (GCS, raylet, agents, workers, the driver's own servers).
+- it listens on loopback only (GCS, raylet, agents, workers, the driver's own servers);
+- nothing it started outlives a SIGKILLed driver (Ray's agents would, for a minute).
 """
 
 from __future__ import annotations
@@ -141,3 +142,41 @@ def test_listens_on_loopback_only():
             time.sleep(0.5)
         names = {name for name, _, _ in seen[-1]}
         assert names >= SERVERS | {root.name()}, f"not all of Ray's servers were seen: {names}"
+
+
+def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """The processes still running; a zombie is dead (its parent, pid 1 here, may be slow to
+    reap it)."""
+    out = []
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+    return out
+
+
+def _session_writers(session_dir: str) -> list[str]:
+    """Processes anywhere on the machine with a file of the session open for writing."""
+    prefix = os.path.join(os.path.realpath(session_dir), "")
+    out = []
+    for p in psutil.process_iter(["name"]):
+        with contextlib.suppress(psutil.Error):
+            if any(f.path.startswith(prefix) and f.mode != "r" for f in p.open_files()):
+                out.append(f"{p.info['name']} ({p.pid})")
+    return out
+
+
+def test_no_process_outlives_a_killed_driver():
+    with embedded_driver() as driver:
+        started = driver.tree[1:]
+        names = {p.name() for p in started}
+        assert {"raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= names, names
+        driver.proc.kill()
+        driver.proc.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while alive := _alive(started):
+            assert time.monotonic() < deadline, (
+                f"alive 20 s after the driver was killed: {[(p.name(), p.pid) for p in alive]}"
+            )
+            time.sleep(0.2)
+        assert not _session_writers(driver.info["session_dir"])
