@@ -281,15 +281,23 @@ def _watch(session_dir: str) -> None:
     _unwatch()
     if not sys.platform.startswith("linux") or not sys.executable:
         return  # no /proc to find the session's processes by
-    code = f"{inspect.getsource(_reap_session)}\n_reap_session({session_dir!r}, {os.getpid()})\n"
-    _watchdog = subprocess.Popen(
-        [sys.executable, "-I", "-c", code],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd="/",
-        start_new_session=True,  # a Ctrl-C or a group kill of the driver's job spares it
-    )
+    try:
+        code = inspect.getsource(_reap_session)
+        code += f"\n_reap_session({session_dir!r}, {os.getpid()})\n"
+        _watchdog = subprocess.Popen(
+            [sys.executable, "-I", "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd="/",
+            start_new_session=True,  # a Ctrl-C or a group kill of the driver's job spares it
+        )
+    except OSError as e:  # no source (a frozen install), no process: the run goes on without
+        logging.getLogger(__name__).warning(
+            "no watchdog for the embedded Ray (%s): if this process is killed, Ray's agents "
+            "may outlive it by a minute",
+            e,
+        )
 
 
 def _unwatch() -> None:
