@@ -148,9 +148,10 @@ def _add_cluster_commands(sub, overrides) -> None:
     )
     p.add_argument(
         "--python",
-        default="python",
+        default=None,
         metavar="EXE",
-        help="interpreter on the cluster that runs the job (default: python)",
+        help="interpreter on the cluster that runs the job (default: this one if the cluster "
+        "is on this machine, else python)",
     )
     p.add_argument(
         "--wait",
@@ -435,7 +436,8 @@ def _submit(args: argparse.Namespace) -> int:
         sys.stderr.write(chunk)
         sys.stderr.flush()
     status = jobs.wait(job_id, timeout_s=60)
-    print(f"esvo submit: job {job_id} {status}", file=sys.stderr)
+    reason = f": {jobs.failure(job_id)}" if status == "FAILED" else ""
+    print(f"esvo submit: job {job_id} {status}{reason}", file=sys.stderr)
     return 0 if status == "SUCCEEDED" else EXIT_FAILED
 
 

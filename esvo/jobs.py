@@ -1,12 +1,18 @@
 """Ray Job Submission for ``esvo submit`` / ``esvo jobs``: run an experiment on a Ray cluster.
 
-A job is ``python -m esvo train esvo-job.yaml`` run by the cluster's job server on the head
-node. The resolved config (overrides applied, validated on the client) is the only file of the
-job's ``working_dir`` (plus, with ``working_dir=DIR``, a copy of the user's project files), and
-the client's ``esvo`` package travels as a ``py_modules`` entry, so the cluster runs exactly the
+A job is ``PY -m esvo train esvo-job.yaml`` run by the cluster's job server on the head node.
+The resolved config (overrides applied, validated on the client) is the only file of the job's
+``working_dir`` (plus, with ``working_dir=DIR``, a copy of the user's project files), and the
+client's ``esvo`` package travels as a ``py_modules`` entry, so the cluster runs exactly the
 client's code; the cluster needs esvo's dependencies (numpy, gymnasium, ray, ...) installed
 (the docker image has them). ``ship_package=False`` uses the esvo installed on the cluster.
 Inside the job ``RAY_ADDRESS`` is set, so ``RayEvaluator`` joins the job's cluster.
+
+``PY`` is this very interpreter when the cluster is on this machine (it has esvo's dependencies,
+the head's ``python`` may not; a container behind a forwarded port, where its path does not
+exist, gets ``python``), and ``python`` otherwise. A probe runs first: an interpreter that cannot
+import esvo's dependencies fails the job with one line naming it and the module
+(``job_entrypoint``, ``failure_reason``), not with a traceback from deep inside esvo.
 
 Results land where the config's ``run.out_dir`` points *on the head node*: a relative path is
 relative to the job's working directory, a temporary directory that Ray may delete, so pass an
@@ -23,17 +29,27 @@ logs; errors name only where the token came from. Ray is imported inside the fun
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
+import shlex
 import shutil
+import socket
+import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 JOB_CONFIG = "esvo-job.yaml"
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+# What ``esvo train`` imports on the head (esvo's runtime dependencies, then esvo itself); the
+# probe tries them in this order.
+JOB_IMPORTS = ("numpy", "scipy", "yaml", "gymnasium", "ray", "esvo.trainer")
+# The probe's line in the job's output starts with this (``failure_reason`` looks for it).
+PROBE_PREFIX = "esvo job: "
 # Never copied into a job's working directory (``working_dir=DIR``): VCS, envs, caches, runs.
 WORKING_DIR_EXCLUDES = (
     ".git",
@@ -122,6 +138,73 @@ def _auth_message(address: str, status: int | None, token: Token | None) -> str:
     )
 
 
+def is_local(address: str) -> bool:
+    """Whether the dashboard at ``address`` (``http://HOST:PORT``) is on this machine: its host
+    resolves to a loopback address or to one of this machine's own (one a socket can bind)."""
+    host = urllib.parse.urlsplit(address if "://" in address else "http://" + address).hostname
+    if not host:
+        return False
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    for family, _, _, _, sockaddr in infos:
+        if ipaddress.ip_address(sockaddr[0].split("%")[0]).is_loopback:
+            return True
+        with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((sockaddr[0], 0, *sockaddr[2:]))
+            return True
+    return False
+
+
+def default_python(address: str) -> str:
+    """The job's interpreter when none is given: this one for a cluster on this machine (it has
+    esvo's dependencies; the head's ``python`` may not), else ``python``."""
+    return sys.executable if sys.executable and is_local(address) else "python"
+
+
+# The job's first step, ``PY -c _PROBE PY``: imports esvo's dependencies and, on the first that
+# fails, exits with one line naming the interpreter and the module. Plain enough for any Python,
+# so that even an old ``python`` says what it lacks rather than failing on the probe's syntax.
+_PROBE = """\
+import importlib, sys
+for name in "{modules}".split():
+    try:
+        importlib.import_module(name)
+    except Exception as e:
+        sys.exit("{prefix}the interpreter %s (%s) cannot import %s (%s: %s); submit with "
+                 "--python EXE, an interpreter on the head node that has the dependencies of esvo"
+                 % (sys.argv[1], sys.executable, name, type(e).__name__, e))
+"""
+
+
+def job_entrypoint(python: str, fallback: str | None = None) -> str:
+    """The job's shell command: the import probe, then ``python -m esvo train esvo-job.yaml``.
+
+    Args:
+        python: the interpreter (a name on the head's ``PATH`` or a path).
+        fallback: used instead when ``python`` is no executable file on the head.
+    """
+    code = _PROBE.format(modules=" ".join(JOB_IMPORTS), prefix=PROBE_PREFIX)
+    steps = [f"PY={shlex.quote(python)}"]
+    if fallback is not None:
+        steps.append(f'[ -x "$PY" ] || PY={shlex.quote(fallback)}')
+    missing = f"{PROBE_PREFIX}no interpreter $PY on the head node; submit with --python EXE"
+    steps.append(f'command -v "$PY" >/dev/null || {{ echo "{missing}" >&2; exit 127; }}')
+    steps.append(f'"$PY" -c {shlex.quote(code)} "$PY" && exec "$PY" -m esvo train {JOB_CONFIG}')
+    return "; ".join(steps)
+
+
+def failure_reason(logs: str, message: str | None) -> str:
+    """Why a job failed, in one line: the probe's (which interpreter could not import what), or
+    else the first line of Ray's message."""
+    for line in reversed(logs.splitlines()):
+        if line.startswith(PROBE_PREFIX):
+            return line[len(PROBE_PREFIX) :].strip()
+    lines = (message or "").strip().splitlines()
+    return lines[0] if lines else "no message from Ray"
+
+
 def _one_line(e: BaseException, limit: int = 300) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -176,11 +259,11 @@ class Jobs:
         name: str = "esvo",
         working_dir: Path | None = None,
         ship_package: bool = True,
-        python: str = "python",
+        python: str | None = None,
         entrypoint_num_cpus: float | None = None,
         agent_wait_s: float = 60.0,
     ) -> str:
-        """Submits ``python -m esvo train esvo-job.yaml``; returns the job's submission id.
+        """Submits ``PY -m esvo train esvo-job.yaml``; returns the job's submission id.
 
         Args:
             config_text: the resolved config (``dump_config``), written as ``esvo-job.yaml``.
@@ -190,12 +273,12 @@ class Jobs:
                 virtualenvs and ``runs/`` are left out.
             ship_package: upload this esvo package (``py_modules``) rather than use the
                 cluster's installed one.
-            python: the interpreter on the cluster that has esvo's dependencies.
+            python: the interpreter on the cluster that has esvo's dependencies; default
+                ``default_python`` (this one for a cluster on this machine, falling back to
+                ``python`` where its path does not exist, as in a container).
             entrypoint_num_cpus: CPUs reserved for the driver (default 0, Ray's).
             agent_wait_s: how long to retry while the head's job agent is not up yet.
         """
-        import shlex
-
         import esvo
 
         with tempfile.TemporaryDirectory(prefix="esvo-job-") as tmp:
@@ -215,7 +298,12 @@ class Jobs:
             runtime_env: dict = {"working_dir": str(stage), "excludes": ["__pycache__", "*.pyc"]}
             if ship_package:
                 runtime_env["py_modules"] = [str(Path(esvo.__file__).resolve().parent)]
-            entrypoint = f"{shlex.quote(python)} -m esvo train {JOB_CONFIG}"
+            if python is None:
+                python = default_python(self.address)
+                fallback = "python" if python != "python" else None
+                entrypoint = job_entrypoint(python, fallback)
+            else:
+                entrypoint = job_entrypoint(python)
             deadline = time.monotonic() + agent_wait_s
             with _quiet(*_UPLOAD_LOGGERS):
                 while True:
@@ -241,6 +329,10 @@ class Jobs:
     def info(self, job_id: str):
         """The job's ``JobDetails`` (status, message, times, entrypoint, metadata)."""
         return self._call(self._client.get_job_info, job_id)
+
+    def failure(self, job_id: str) -> str:
+        """Why the job failed, in one line (``failure_reason``)."""
+        return failure_reason(self.logs(job_id), self.info(job_id).message)
 
     def status(self, job_id: str) -> str:
         """``PENDING``, ``RUNNING``, ``SUCCEEDED``, ``FAILED`` or ``STOPPED``."""
@@ -287,4 +379,16 @@ class Jobs:
             time.sleep(poll_s)
 
 
-__all__ = ["JOB_CONFIG", "TERMINAL", "AuthError", "Jobs", "JobsError", "Token", "find_token"]
+__all__ = [
+    "JOB_CONFIG",
+    "TERMINAL",
+    "AuthError",
+    "Jobs",
+    "JobsError",
+    "Token",
+    "default_python",
+    "failure_reason",
+    "find_token",
+    "is_local",
+    "job_entrypoint",
+]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 
@@ -14,7 +12,9 @@ def ray_session():
     if ray.is_initialized():
         yield ray
         return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    from esvo.parallel.ray_backend import connect, shutdown
+
+    # as esvo starts it: a new local instance on loopback that dies with this process
+    connect(None, num_cpus=2, include_dashboard=False)
     yield ray
-    ray.shutdown()
+    shutdown()

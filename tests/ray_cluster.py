@@ -119,7 +119,10 @@ def _spawn(cmd: list[str], env: dict, cwd: str) -> subprocess.Popen:
 
 @contextlib.contextmanager
 def local_cluster(num_cpus: int = 2, dashboard: bool = True, timeout_s: float = 120):
-    """A head on loopback with token auth (and the dashboard), in a temp RAY_TMPDIR."""
+    """A head with token auth (and the dashboard, on loopback), in a temp RAY_TMPDIR.
+
+    ``--node-ip-address=127.0.0.1`` does not keep the head on loopback: Ray 2.60 replaces it by
+    the machine's address, the one ``gcs_address`` names (README, "Ports")."""
     tmp = tempfile.mkdtemp(prefix="esvo-ray-", dir="/tmp")  # short: Ray's socket paths
     env = {
         **os.environ,

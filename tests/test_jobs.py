@@ -6,16 +6,22 @@ and are marked ``ray`` and ``slow``; the rest runs in the default suite without 
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import time
+import venv
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
+from esvo import jobs as esvo_jobs
 from esvo.cli import main
 from esvo.jobs import Token, find_token
 
@@ -67,6 +73,80 @@ def test_unreachable_cluster_is_one_line_exit_1(capsys):
     assert main(["jobs", "status", "raysubmit_x", "--address", "http://127.0.0.1:9"]) == 1
     err = capsys.readouterr().err.strip()
     assert "cannot reach the Ray dashboard" in err and len(err.splitlines()) == 1
+
+
+def _own_addresses() -> list[str]:
+    """This machine's non-loopback IP addresses (those a socket can bind)."""
+    out = []
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family in (socket.AF_INET, socket.AF_INET6):
+                ip = ipaddress.ip_address(a.address.split("%")[0])
+                if not (ip.is_loopback or ip.is_link_local):
+                    out.append(f"[{ip}]" if ip.version == 6 else str(ip))
+    return out
+
+
+def test_default_python_is_this_one_for_a_cluster_on_this_machine():
+    local = ["127.0.0.1:8265", "http://localhost:8265", "http://[::1]:8265"]
+    local += [f"http://{socket.gethostname()}:8265"]
+    local += [f"http://{ip}:8265" for ip in _own_addresses()]
+    for address in local:
+        assert esvo_jobs.default_python(address) == sys.executable, address
+    # documentation-only addresses (RFC 5737, RFC 3849) and a name that never resolves
+    for address in ("http://203.0.113.7:8265", "http://[2001:db8::7]:8265", "head.invalid:8265"):
+        assert esvo_jobs.default_python(address) == "python", address
+
+
+@pytest.fixture(scope="module")
+def bare_python(tmp_path_factory) -> Path:
+    """An interpreter without esvo's dependencies: a venv with nothing installed."""
+    root = tmp_path_factory.mktemp("bare-venv")
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(root)
+    exe = root / "bin" / "python"
+    assert subprocess.run([exe, "-c", "import numpy"], capture_output=True).returncode == 1
+    return exe
+
+
+def _run_entrypoint(entrypoint: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The job's command as Ray's job server runs it (``/bin/sh -c``), without a cluster."""
+    return subprocess.run(
+        ["/bin/sh", "-c", entrypoint], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_job_entrypoint_says_which_interpreter_cannot_import_what(bare_python, tmp_path):
+    out = _run_entrypoint(esvo_jobs.job_entrypoint(str(bare_python)), tmp_path)
+    assert out.returncode == 1
+    line = out.stderr.strip()
+    assert len(line.splitlines()) == 1, line
+    assert line.startswith(f"esvo job: the interpreter {bare_python} (")
+    assert "cannot import numpy (ModuleNotFoundError: No module named 'numpy')" in line
+    reason = esvo_jobs.failure_reason(out.stderr, "Job entrypoint command failed")
+    assert reason == line.removeprefix("esvo job: ")
+
+    missing = _run_entrypoint(esvo_jobs.job_entrypoint("/no/such/python"), tmp_path)
+    assert missing.returncode == 127
+    assert missing.stderr.strip() == (
+        "esvo job: no interpreter /no/such/python on the head node; submit with --python EXE"
+    )
+    # the default on a local cluster falls back to `python` where its path does not exist
+    entrypoint = esvo_jobs.job_entrypoint("/no/such/python", fallback=str(bare_python))
+    fallback = _run_entrypoint(entrypoint, tmp_path)
+    assert fallback.returncode == 1 and f"interpreter {bare_python} (" in fallback.stderr
+
+
+def test_job_entrypoint_runs_esvo_train_when_the_interpreter_has_everything(tmp_path):
+    # the probe passes, then `esvo train` runs (and finds no esvo-job.yaml here)
+    out = _run_entrypoint(esvo_jobs.job_entrypoint(sys.executable), tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "esvo train: error:" in out.stderr and "esvo-job.yaml: file not found" in out.stderr
+
+
+def test_failure_reason_without_the_probe_is_rays_first_line():
+    message = "Job entrypoint command failed with exit code 1, last available logs:\nTraceback"
+    assert esvo_jobs.failure_reason("gen 1/2\n", message) == message.splitlines()[0]
+    assert esvo_jobs.failure_reason("", None) == "no message from Ray"
 
 
 # ---------------------------------------------------------------------------- deployment files
@@ -171,7 +251,10 @@ def test_submit_runs_to_success_and_jobs_follow_it(client_env, capsys, tmp_path)
         str(out_dir),
     )
     assert job_id.startswith("raysubmit_")
-    assert Jobs(cluster.dashboard_url).wait(job_id, timeout_s=240) == "SUCCEEDED"
+    jobs = Jobs(cluster.dashboard_url)
+    assert jobs.wait(job_id, timeout_s=240) == "SUCCEEDED"
+    entrypoint = jobs.info(job_id).entrypoint  # a cluster on this machine: this interpreter
+    assert entrypoint.startswith(f"PY={shlex.quote(sys.executable)};"), entrypoint
 
     (run_dir,) = (out_dir / "cartpole").iterdir()
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -221,6 +304,24 @@ def test_stop_a_long_job(client_env, capsys, tmp_path):
     assert main(["jobs", "stop", job_id, "--wait", "--address", cluster.dashboard_url]) == 0
     assert f"{job_id}\tSTOPPED" in capsys.readouterr().out
     assert jobs.status(job_id) == "STOPPED"
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_an_interpreter_without_the_dependencies_fails_the_job_naming_it(
+    client_env, capsys, bare_python
+):
+    cluster = client_env
+    args = ["--python", str(bare_python), "--set", "run.generations=1", "--wait"]
+    code = main(["submit", CARTPOLE, "--address", cluster.dashboard_url, *args])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1
+    assert last.startswith("esvo submit: job raysubmit_") and " FAILED: the interpreter " in last
+    assert f"{bare_python} (" in last and "cannot import numpy" in last
+    job_id = last.split()[3]
+    assert main(["jobs", "status", job_id, "--address", cluster.dashboard_url]) == 0
+    status = capsys.readouterr().out
+    assert "FAILED" in status and f"interpreter {bare_python} (" in status
 
 
 def _client(cluster, env_update: dict, *args: str) -> subprocess.CompletedProcess:

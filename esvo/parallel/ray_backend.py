@@ -16,9 +16,11 @@ bounded.
 Decisions (see the module's functions for details):
 
 - Ray is embedded by default (``num_cpus = num_workers``, dashboard off, usage stats off, Ray's
-  logs kept in its session directory rather than the terminal). ``address`` (or ``RAY_ADDRESS``,
-  as set by ``ray job submit``) joins an existing cluster. A Ray already initialized in the
-  process is reused and left running on ``close``.
+  logs kept in its session directory rather than the terminal): always a new instance, listening
+  on loopback only, and none of its processes outlives the driver, not even a SIGKILLed one (a
+  watchdog process kills Ray's agents, which otherwise linger for a minute; ``connect``).
+  ``address`` (or ``RAY_ADDRESS``, as set by ``ray job submit``) joins an existing cluster. A Ray
+  already initialized in the process is reused and left running on ``close``.
 - Token authentication (Ray's default since 2.5x): an embedded Ray creates/uses
   ``~/.ray/auth_token``. ``address="auto"`` enables it by itself when a token is found
   (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``); an explicit ``host:port``
@@ -34,12 +36,15 @@ Decisions (see the module's functions for details):
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import pickle
+import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -76,6 +81,7 @@ LOST_ERRORS: tuple[type[Exception], ...] = (
 )
 
 _AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+LOOPBACK = "127.0.0.1"  # the embedded instance's node address: it listens on nothing else
 
 
 class EvaluatorError(RuntimeError):
@@ -187,8 +193,141 @@ def actor_runtime_env(runtime_env: dict | None) -> dict:
     return {**user, "env_vars": env_vars}
 
 
+@contextlib.contextmanager
+def _loopback_node() -> Iterator[None]:
+    """Lets ``ray.init`` keep ``_node_ip_address=LOOPBACK`` for the node it starts.
+
+    Ray (2.60) replaces a loopback node address by the machine's address, except where it never
+    clusters (macOS and Windows; the switch, ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``, is read once
+    at import). With a loopback node address every server of the node (GCS, raylet, workers,
+    agents, metrics) listens on loopback instead of on all interfaces: what an embedded instance
+    needs, as it serves nothing outside this machine. The switch is off for ``ray.init`` only.
+    """
+    consts = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    if not hasattr(consts, "ENABLE_RAY_CLUSTER"):  # a newer Ray: test_embedded_ray.py tells
+        yield
+        return
+    saved = consts.ENABLE_RAY_CLUSTER
+    consts.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        consts.ENABLE_RAY_CLUSTER = saved
+
+
+def _reap_session(session_dir: str, driver_pid: int, timeout_s: float = 10.0) -> None:
+    """The watchdog's program (stdlib only: it runs as ``python -c`` beside the driver).
+
+    Waits for the driver: a byte on stdin is a clean close (Ray has shut its processes down),
+    EOF or a new parent means the driver died. Then SIGKILLs every process that writes into the
+    session directory (Ray's agents, workers, ...) until none is left or ``timeout_s`` passed.
+    Writers only: a ``tail -f`` of a session log is no process of the session.
+    """
+    import contextlib
+    import os
+    import select
+    import signal
+    import sys
+    import time
+
+    def writes_into(pid: int, prefix: str) -> bool:
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:  # gone, or not ours to look at
+            return False
+        for fd in fds:
+            try:
+                if not os.readlink(f"{fd_dir}/{fd}").startswith(prefix):
+                    continue
+                with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                    flags = next(int(ln.split()[1], 8) for ln in info if ln.startswith("flags:"))
+            except (OSError, StopIteration, ValueError):
+                continue
+            if (flags & os.O_ACCMODE) != os.O_RDONLY:
+                return True
+        return False
+
+    while os.getppid() == driver_pid:
+        if select.select([sys.stdin], [], [], 1.0)[0]:
+            if os.read(sys.stdin.fileno(), 1):
+                return
+            break
+    prefix = os.path.join(os.path.realpath(session_dir), "")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pids = (int(d) for d in os.listdir("/proc") if d.isdigit())
+        left = [p for p in pids if p not in (os.getpid(), driver_pid) and writes_into(p, prefix)]
+        if not left:
+            return
+        for pid in left:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
+_watchdog: subprocess.Popen | None = None
+
+
+def _watch(session_dir: str) -> None:
+    """Starts the watchdog of this process's embedded Ray (Linux; ``_reap_session``).
+
+    Ray's node processes die with the driver (``PR_SET_PDEATHSIG``), but its two agents are the
+    raylet's children: when a killed driver takes the raylet along, each agent spends a minute
+    reporting the raylet's death to the dead GCS before it exits (Ray 2.60). Neither can be left
+    out (the raylet requires both and dies with either), so the watchdog kills them instead.
+    """
+    global _watchdog
+    _unwatch()
+    if not sys.platform.startswith("linux") or not sys.executable:
+        return  # no /proc to find the session's processes by
+    try:
+        code = inspect.getsource(_reap_session)
+        code += f"\n_reap_session({session_dir!r}, {os.getpid()})\n"
+        _watchdog = subprocess.Popen(
+            [sys.executable, "-I", "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd="/",
+            start_new_session=True,  # a Ctrl-C or a group kill of the driver's job spares it
+        )
+    except OSError as e:  # no source (a frozen install), no process: the run goes on without
+        logging.getLogger(__name__).warning(
+            "no watchdog for the embedded Ray (%s): if this process is killed, Ray's agents "
+            "may outlive it by a minute",
+            e,
+        )
+
+
+def _unwatch() -> None:
+    """Tells the watchdog that Ray was shut down cleanly: it exits, touching nothing."""
+    global _watchdog
+    if _watchdog is None:
+        return
+    with contextlib.suppress(OSError):
+        _watchdog.stdin.write(b"\0")
+        _watchdog.stdin.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        _watchdog.wait(timeout=5)
+    _watchdog = None
+
+
+def shutdown() -> None:
+    """``ray.shutdown()`` of a Ray this process started with ``connect``, and its watchdog."""
+    if ray.is_initialized():
+        ray.shutdown()
+    _unwatch()
+
+
 def connect(address: str | None, num_cpus: int | None, include_dashboard: bool) -> bool:
-    """Start or join Ray unless it is already initialized; True if this call did ``ray.init``."""
+    """Start or join Ray unless it is already initialized; True if this call did ``ray.init``.
+
+    No ``address`` (and no ``RAY_ADDRESS``) starts a new embedded instance, ``address="local"``
+    (with ``None`` Ray would join whatever cluster its session file names,
+    ``/tmp/ray/ray_current_cluster``, also one left behind by a crashed ``ray start``), on
+    loopback only (``_loopback_node``), whose processes do not outlive this one (``_watch``).
+    """
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -199,9 +338,17 @@ def connect(address: str | None, num_cpus: int | None, include_dashboard: bool) 
         level = auth_logger.level
         auth_logger.setLevel(logging.ERROR)
         try:
-            ray.init(num_cpus=num_cpus, include_dashboard=include_dashboard, **quiet)
+            with _loopback_node():
+                context = ray.init(
+                    address="local",
+                    num_cpus=num_cpus,
+                    include_dashboard=include_dashboard,
+                    _node_ip_address=LOOPBACK,
+                    **quiet,
+                )
         finally:
             auth_logger.setLevel(level)
+        _watch(context.address_info["session_dir"])
         return True
     try:
         ray.init(address=address, **quiet)
@@ -495,8 +642,8 @@ class RayEvaluator:
                 ray.kill(slot.actor, no_restart=True)
         self._slots = []
         self._table_ref = None
-        if self._owns_ray and ray.is_initialized():
-            ray.shutdown()
+        if self._owns_ray:
+            shutdown()
         self._owns_ray = False
 
     def __enter__(self) -> RayEvaluator:
