@@ -335,8 +335,12 @@ def _eval(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError) as e:
         raise _UsageError(f"{path}: cannot load the policy: {type(e).__name__}: {e}") from None
     video = None if args.video is None else str(args.video)
+    import warnings
+
     try:
-        returns, steps = run_episodes(policy, args.episodes, args.seed, video)
+        with warnings.catch_warnings(record=True) as caught:  # episodes that raised
+            warnings.simplefilter("always", RuntimeWarning)
+            returns, steps = run_episodes(policy, args.episodes, args.seed, video)
     except RuntimeError as e:  # e.g. --video without moviepy
         _error(args.command, e)
         return EXIT_FAILED
@@ -346,6 +350,12 @@ def _eval(args: argparse.Namespace) -> int:
         f"{returns.size} episodes (min {returns.min():.2f}, max {returns.max():.2f}; "
         f"{steps} steps) [{path}]"
     )
+    bad = int((~np.isfinite(returns)).sum())
+    if bad:
+        lines = [str(w.message).strip().splitlines() for w in caught]
+        why = f"; first error: {lines[0][-1].strip()}" if lines and lines[0] else ""
+        _error(args.command, RuntimeError(f"{bad} of {returns.size} episodes failed{why}"))
+        return EXIT_FAILED
     return 0
 
 

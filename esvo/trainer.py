@@ -576,7 +576,7 @@ def _step(run: _Run, state: TrainState) -> tuple[TrainState, dict[str, Any], str
 def _collapse(run: _Run, generation: int, metrics: Mapping[str, Any]) -> str | None:
     """Warn once when pairs lose their two candidates to rounding; "collapsed" (a stop
     reason) when every pair has: the mean can no longer move."""
-    collapsed, pairs = metrics.get("collapsed_pairs", 0), run.strategy.num_pairs
+    collapsed, pairs = metrics.get("collapsed_pairs", 0), metrics["num_pairs"]
     if collapsed == pairs:
         _say(
             f"generation {generation}: every pair's two candidates are the same point in the "

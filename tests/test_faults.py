@@ -226,3 +226,16 @@ def test_sigterm_during_ray_start_up_exits_143_with_a_line(tmp_path):
     assert proc.wait(timeout=120) == 128 + 15, err
     assert "interrupted by SIGTERM during start-up" in err, err
     assert "Traceback" not in err
+
+
+def test_esvo_eval_of_a_policy_whose_episodes_fail_exits_1_saying_why(tmp_path, capsys):
+    from esvo.objectives.gym.export import export_policy
+
+    obj = GymObjective("tests.toy_env:ToyAlwaysRaiseEnv-v0", obs_norm=False)
+    export_policy(tmp_path, np.zeros(obj.num_params), obj, None, None, name="policy")
+    assert main(["eval", str(tmp_path / "policy.json"), "--episodes", "2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        "esvo eval: error: 2 of 2 episodes failed; first error: "
+        "RuntimeError: toy env failure at step 0"
+    )

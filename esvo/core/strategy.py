@@ -372,6 +372,7 @@ class Strategy:
             "grad_norm": float(np.linalg.norm(g_mean)),
             "update_ratio": float(np.linalg.norm(delta)) / mean_norm if mean_norm else 0.0,
             "nonfinite": int((~finite).sum()),
+            "num_pairs": ask.num_pairs,
             **dist_metrics,
         }
         if self.restarts is not None:
