@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from math import comb
 
 import numpy as np
 import pytest
@@ -9,6 +10,8 @@ from esvo.core.noise import (
     NoiseGenerator,
     NoiseTable,
     _sums_dense,
+    build_table,
+    default_table_size,
     make_noise,
     perturbation_ids,
 )
@@ -59,6 +62,92 @@ def test_different_ids_differ_and_order_does_not_matter(noise):
     corr = np.corrcoef(z)[np.triu_indices(len(ids), 1)]
     # independent N(0,1) vectors of length 500: |corr| < 5/sqrt(500) with overwhelming odds
     assert np.abs(corr).max() < 5 / np.sqrt(500)
+
+
+def stand_in(dim, size):
+    """A NoiseTable of any size without its memory: offsets depend only on (dim, size)."""
+    return NoiseTable(dim, size=size, table=np.broadcast_to(np.float32(0), (size,)))
+
+
+def test_table_is_rebuilt_from_its_chunk_streams():
+    seed, chunk = 4, 1 << 22
+    size = chunk + 1000  # a whole chunk and a partial one
+    table = build_table(seed, size)
+    for c, start in enumerate((0, chunk)):
+        ss = np.random.SeedSequence(seed, spawn_key=(c,))
+        want = np.random.Generator(np.random.SFC64(ss)).standard_normal(
+            min(chunk, size - start), dtype=np.float32
+        )
+        np.testing.assert_array_equal(table[start : start + chunk], want)
+
+
+@pytest.mark.parametrize("dim", [1, 500, TABLE_SIZE - 3, TABLE_SIZE])
+def test_slice_of_an_id_is_the_id_modulo_the_slice_count(dim):
+    noise = NoiseTable(dim, seed=3, size=TABLE_SIZE)
+    slices = TABLE_SIZE - dim + 1
+    edge = [0, 1, slices - 1, slices, 2**63, 2**64 - 1]
+    ids = np.concatenate([perturbation_ids(5, 6, 50), np.array(edge, dtype=np.uint64)])
+    want = [int(p) % slices for p in ids]  # Python integers, no uint64 or float arithmetic
+    assert noise.offsets(ids).tolist() == want
+    base = noise.table.__array_interface__["data"][0]
+    for pid, o in zip(ids, want, strict=True):
+        z = noise.get(int(pid))
+        assert z.__array_interface__["data"][0] - base == 4 * o  # a view at float32 offset o
+        np.testing.assert_array_equal(z, noise.table[o : o + dim])
+
+
+def test_slice_offsets_are_exact_for_tables_too_large_to_build():
+    # 2**52 slices: float64 arithmetic on the 64-bit ids would round them first
+    ids = np.concatenate([perturbation_ids(5, 7, 1000), np.array([2**64 - 1], dtype=np.uint64)])
+    assert stand_in(1000, 2**52).offsets(ids).tolist() == [int(p) % (2**52 - 999) for p in ids]
+
+
+def test_ids_of_a_generation_never_share_a_slice_offset():
+    # n ids per generation with uniform offsets over m slices collide with probability
+    # <= n (n - 1) / (2 m) per generation: 2000 generations of 500 pairs over ~2**52 offsets
+    # give <= 5.5e-8 in all, so one shared offset would mean a broken map.
+    gens, n, dim, size = 2000, 500, 1000, 2**52
+    m = size - dim + 1
+    assert gens * comb(n, 2) / m < 1e-7
+    noise = stand_in(dim, size)
+    offs = np.stack([noise.offsets(perturbation_ids(9, g, n)) for g in range(gens)])
+    offs.sort(axis=1)
+    assert np.all(np.diff(offs, axis=1) > 0)
+
+
+def overlapping_pairs(offs, dim):
+    """Pairs of a generation whose slices share an entry, ``|o_i - o_j| < dim``."""
+    s = np.sort(offs)
+    return int((np.searchsorted(s, s + dim, side="left") - np.arange(len(s)) - 1).sum())
+
+
+def test_overlapping_slices_are_as_rare_as_with_uniform_offsets():
+    # The default table for d = 1e4 (2**24 entries) and 500 pairs: slices of one generation
+    # overlap (|o_i - o_j| < d) in ~150 of its 124,750 pairs. Under offsets uniform on
+    # {0..m-1}, c(x) = #{y : |y - x| < d} = min(x, d-1) + min(m-1-x, d-1) + 1, so per pair
+    # p = sum_x c(x) / m^2 and per triple q = P(i~j, i~k) = sum_x c(x)^2 / m^3; the count over
+    # a generation's C(n,2) pairs has mean C(n,2) p and variance
+    # C(n,2) p (1-p) + 6 C(n,3) (q - p^2) (pairs sharing one index covary; the rest are
+    # independent). Generations are independent.
+    gens, n, dim = 40, 500, 10_000
+    size = default_table_size(dim)
+    m = size - dim + 1
+    edge = range(dim, 2 * dim - 1)  # c(x) for x < d - 1, and mirrored at the top end
+    sum_c = (m - 2 * (dim - 1)) * (2 * dim - 1) + 2 * sum(edge)
+    sum_c2 = (m - 2 * (dim - 1)) * (2 * dim - 1) ** 2 + 2 * sum(c * c for c in edge)
+    p, q = sum_c / m**2, sum_c2 / m**3
+    assert sum_c == (2 * dim - 1) * m - dim * (dim - 1)  # the closed form of sum_x c(x)
+    mean = gens * comb(n, 2) * p
+    sd = np.sqrt(gens * (comb(n, 2) * p * (1 - p) + 6 * comb(n, 3) * (q - p * p)))
+    noise = stand_in(dim, size)
+    count = sum(
+        overlapping_pairs(noise.offsets(perturbation_ids(2, g, n)), dim) for g in range(gens)
+    )
+    assert abs(count - mean) < 5 * sd, (count, mean, sd)  # mean ~5,950, sd ~77
+    # the statistic rejects maps that crowd or spread the slices
+    consecutive = sum(overlapping_pairs(np.arange(n) + 17 * g, dim) for g in range(gens))
+    spread = sum(overlapping_pairs(np.arange(n) * (m // n), dim) for _ in range(gens))
+    assert abs(consecutive - mean) > 5 * sd and abs(spread - mean) > 5 * sd
 
 
 def test_noise_is_standard_normal():
