@@ -1,12 +1,18 @@
+import gc
+import math
 import subprocess
 import sys
+import tracemalloc
+import weakref
 from math import comb
 
 import numpy as np
 import pytest
 
+import esvo.core.noise as noise_mod
 from esvo.core.noise import (
     SMALL,
+    SQ_BLOCK,
     NoiseGenerator,
     NoiseTable,
     _sums_dense,
@@ -176,6 +182,76 @@ def test_streamed_sums_equal_the_dense_reference():
     np.testing.assert_allclose(got.s1, want.s1, atol=scale * len(ids) * 2**-23)
     np.testing.assert_allclose(got.s2, want.s2, atol=np.abs(b).sum() * 25 * len(ids) * 2**-23)
     np.testing.assert_allclose(got.sq_norms, want.sq_norms, rtol=1e-5)
+
+
+def test_separable_sums_are_the_same_bits_with_or_without_the_table_of_squares(monkeypatch):
+    dim = 70_001  # > one column block, n * d above the dense threshold, a ragged last block
+    ids = perturbation_ids(0, 4, SMALL // dim + 3)
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal(len(ids)), rng.standard_normal(len(ids))
+    kept = NoiseTable(dim, seed=1, size=TABLE_SIZE)
+    want = kept.weighted_sums(ids, a, b)
+    assert kept.squares() is not None
+    monkeypatch.setattr(noise_mod, "SQUARES_MAX", TABLE_SIZE - 1)
+    squared_in_cache = NoiseTable(dim, seed=1, size=TABLE_SIZE)
+    got = squared_in_cache.weighted_sums(ids, a, b)
+    assert squared_in_cache.squares() is None
+    np.testing.assert_array_equal(got.s1, want.s1)
+    np.testing.assert_array_equal(got.s2, want.s2)
+
+
+@pytest.mark.parametrize("dim", [1, 100, SQ_BLOCK, 3 * SQ_BLOCK + 5, 70_000])
+def test_sq_norms_equal_the_exact_sums(dim):
+    size = TABLE_SIZE + 777  # not a whole number of blocks
+    noise = NoiseTable(dim, seed=8, size=size)
+    slices = size - dim + 1
+    ends = [0, 1, SQ_BLOCK - 1, SQ_BLOCK, 5 * SQ_BLOCK + 3, slices // 2, slices - 1]
+    offs = np.concatenate([ends, np.random.default_rng(0).integers(0, slices, 20)])
+    got = noise.sq_norms(offs)
+    # float32 squares are exact in float64, so fsum rounds the exact sum once
+    want = np.array([math.fsum(noise.table[o : o + dim].astype(np.float64) ** 2) for o in offs])
+    # Summing k nonnegative terms errs by <= (k - 1) u times their sum (u = 2**-53): each block
+    # sum (k = SQ_BLOCK), the block prefix (k <= size / SQ_BLOCK blocks), the two partial
+    # blocks; all are <= the table's total T, and two prefixes and two partials are combined.
+    total = math.fsum(noise.table.astype(np.float64) ** 2)
+    bound = 4 * (size // SQ_BLOCK + SQ_BLOCK + 2) * 2.0**-53 * total  # ~2e-6 here
+    np.testing.assert_allclose(got, want, rtol=0, atol=bound)
+
+
+def test_table_is_shared_while_held_and_freed_with_its_last_holder():
+    noise = NoiseTable(1000, seed=21, size=TABLE_SIZE)
+    assert NoiseTable(5, seed=21, size=TABLE_SIZE).table is noise.table
+    assert build_table(21, TABLE_SIZE) is noise.table
+    table = weakref.ref(noise.table)
+    del noise
+    gc.collect()
+    assert table() is None
+
+
+@pytest.mark.parametrize("keep_squares", [True, False], ids=["squares", "in-cache"])
+def test_update_memory_is_bounded_and_freed_with_the_noise(monkeypatch, keep_squares):
+    if not keep_squares:
+        monkeypatch.setattr(noise_mod, "SQUARES_MAX", TABLE_SIZE - 1)
+    dim = 70_000
+    ids = perturbation_ids(0, 5, SMALL // dim + 3)  # the streamed update
+    a = np.linspace(-1, 1, len(ids))
+    NoiseTable(dim, seed=1, size=TABLE_SIZE).weighted_sums(ids, a, a, sq_norms=True)  # warm up
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        noise = NoiseTable(dim, seed=23, size=TABLE_SIZE)
+        noise.weighted_sums(ids, a, a)  # separable
+        noise.weighted_sums(ids, a, None, sq_norms=True)  # isotropic
+        held = tracemalloc.get_traced_memory()[0] - start
+        del noise
+        gc.collect()
+        left = tracemalloc.get_traced_memory()[0] - start
+    finally:
+        tracemalloc.stop()
+    table = 4 * TABLE_SIZE
+    derived = 8 * (TABLE_SIZE // SQ_BLOCK + 1) + (4 * TABLE_SIZE if keep_squares else 0)
+    assert table + derived <= held < table + derived + (64 << 10), held - table - derived
+    assert left < 64 << 10, (held - table - derived, left)
 
 
 def test_generator_sums_are_chunked_and_equal_the_dense_reference():
