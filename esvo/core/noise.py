@@ -9,7 +9,9 @@ Two schemes behind one interface, chosen by measurement (``scripts/bench_noise.p
 
 - ``NoiseTable``: one read-only float32 table built once from a fixed seed (OpenAI ES). The id
   picks an offset; ``z`` is a slice. The driver's update streams over the slices in column
-  blocks with BLAS ``saxpy`` and sits near the memory-bandwidth floor.
+  blocks with BLAS ``saxpy`` and sits near the memory-bandwidth floor. What the update derives
+  from the table (squares, block sums of squares) belongs to the ``NoiseTable`` that needs it,
+  is built on first use and is freed with it; the table itself is shared by its live holders.
 - ``NoiseGenerator``: a counter-based generator per id (``SFC64`` seeded by the id). Exactly
   independent draws, no table, but ~8 ns per element to rebuild: fine for small ``d``.
 
@@ -19,7 +21,8 @@ a single pass over the noise without materializing an ``(n, d)`` matrix for larg
 
 from __future__ import annotations
 
-import functools
+import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -41,6 +44,17 @@ SMALL = 1 << 21
 # Below this dimension the auto noise is the exact per-id generator; from it on, the shared
 # table (its update is bandwidth-bound; the generator's is ~8 ns/element). scripts/bench_noise.py.
 TABLE_MIN_DIM = 10_000
+# ||z_k||^2 (isotropic update) comes from a float64 prefix over sums of squares of blocks of
+# this many table entries (size / 2**12 + 1 values: 512 KiB for the largest default table, where
+# a prefix per entry took 2 GiB) plus the partial blocks at the slice's ends (~2.5 ms per step
+# for 500 pairs).
+SQ_BLOCK = 1 << 12
+# Largest table (entries) for which the separable update keeps a float32 table of its squares:
+# 4 bytes per entry beyond the table, 256 MiB at most, the default tables up to d ~ 1.05e6.
+# Above it each slice is squared in cache (same s2 bit for bit, no memory): with one BLAS
+# thread the step takes 1.04x (d = 1e6) and 0.99x (d = 1e7) the time with the squares; with
+# OpenBLAS's two threads on a loaded machine 1.1-2.5x. scripts/bench_noise.py.
+SQUARES_MAX = 1 << 26
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -106,33 +120,30 @@ def default_table_size(dim: int) -> int:
     return int(min(max(1 << 24, 64 * dim), 1 << 28))
 
 
-@functools.lru_cache(maxsize=2)
+_TABLES: weakref.WeakValueDictionary[tuple[int, int], np.ndarray] = weakref.WeakValueDictionary()
+_TABLES_LOCK = threading.Lock()
+
+
 def build_table(seed: int, size: int) -> np.ndarray:
-    """The read-only float32 table; chunk ``c`` comes from its own stream ``(seed, c)``."""
-    table = np.empty(size, dtype=np.float32)
-    chunk = 1 << 22
-    for c, start in enumerate(range(0, size, chunk)):
-        rng = np.random.Generator(np.random.SFC64(np.random.SeedSequence(seed, spawn_key=(c,))))
-        rng.standard_normal(out=table[start : start + chunk], dtype=np.float32)
-    table.flags.writeable = False
+    """The read-only float32 table; chunk ``c`` comes from its own stream ``(seed, c)``.
+
+    One array per ``(seed, size)`` while anyone holds it (a driver that also builds an evaluator
+    from the spec gets the same array, not a second GiB); freed with its last holder, so a
+    process that drops its strategies does not keep their tables (1.4-3 s to rebuild 1 GiB).
+    """
+    key = (int(seed), int(size))
+    with _TABLES_LOCK:
+        table = _TABLES.get(key)
+        if table is None:
+            table = np.empty(size, dtype=np.float32)
+            chunk = 1 << 22
+            for c, start in enumerate(range(0, size, chunk)):
+                ss = np.random.SeedSequence(seed, spawn_key=(c,))
+                rng = np.random.Generator(np.random.SFC64(ss))
+                rng.standard_normal(out=table[start : start + chunk], dtype=np.float32)
+            table.flags.writeable = False
+            _TABLES[key] = table
     return table
-
-
-@functools.lru_cache(maxsize=1)
-def build_squares(seed: int, size: int) -> np.ndarray:
-    """``build_table(seed, size) ** 2``, for the driver's separable update only."""
-    squares = np.square(build_table(seed, size))
-    squares.flags.writeable = False
-    return squares
-
-
-@functools.lru_cache(maxsize=1)
-def build_sq_prefix(seed: int, size: int) -> np.ndarray:
-    """``P[i] = sum_{j<i} table[j]^2`` (float64), so ``||z||^2`` of a slice is O(1)."""
-    prefix = np.zeros(size + 1)
-    np.cumsum(build_squares(seed, size), dtype=np.float64, out=prefix[1:])
-    prefix.flags.writeable = False
-    return prefix
 
 
 class NoiseTable:
@@ -144,6 +155,10 @@ class NoiseTable:
         size: table entries (``>= dim``); default ``default_table_size(dim)``.
         table: an existing table (e.g. read zero-copy from Ray's object store); must equal
             ``build_table(seed, size)``.
+
+    Memory: the table (``4 * size`` bytes, shared with other holders of the same seed and
+    size). The driver's update adds, on this object, ``8 * size / SQ_BLOCK`` bytes for
+    ``||z_k||^2`` and ``4 * size`` for the separable squares if ``size <= SQUARES_MAX``.
     """
 
     kind: NoiseKind = "table"
@@ -158,6 +173,11 @@ class NoiseTable:
         self.table = build_table(self.seed, size) if table is None else table
         if self.table.shape != (size,) or self.table.dtype != np.float32:
             raise ValueError(f"noise table must be ({size},) float32, got {self.table.shape}")
+        # Derived by the driver's update on first use (workers never build them), freed with
+        # this object: the table's squares (separable, size <= SQUARES_MAX) and the float64
+        # prefix over blocks of SQ_BLOCK squares (isotropic).
+        self._squares: np.ndarray | None = None
+        self._block_prefix: np.ndarray | None = None
 
     def spec(self) -> dict:
         return {"kind": "table", "dim": self.dim, "seed": self.seed, "size": self.size}
@@ -186,18 +206,15 @@ class NoiseTable:
         # One pass over column blocks: each slice is read from memory once, its square and
         # dot product are taken while it sits in cache. Pair order is fixed, so the float32
         # accumulation is deterministic.
-        # sum_k b_k z_k^2 streams from a table of squares, built once: a second saxpy pass
-        # beats squaring each slice in cache (numpy has no fused multiply-add; measured in
-        # scripts/bench_noise.py).
-        # ||z_k||^2 comes from prefix sums of squares (error ~ size * 1e-16, absolute).
+        # sum_k b_k z_k^2 is a second saxpy per slice, over its squares: streamed from the table
+        # of squares up to SQUARES_MAX, else squared in cache into `buf` (the same float32
+        # values, so the same s2 bit for bit).
         d, t = self.dim, self.table
-        t2 = None if b is None else build_squares(self.seed, self.size)
+        t2 = None if b is None else self.squares()
+        buf = np.empty(min(BLOCK, d), dtype=np.float32) if b is not None and t2 is None else None
         s1 = np.zeros(d, dtype=np.float32)
         s2 = np.zeros(d, dtype=np.float32) if b is not None else None
-        sq = None
-        if sq_norms:
-            prefix = build_sq_prefix(self.seed, self.size)
-            sq = prefix[offs + d] - prefix[offs]
+        sq = self.sq_norms(offs) if sq_norms else None
         a32 = np.asarray(a, dtype=np.float32)
         b32 = None if b is None else np.asarray(b, dtype=np.float32)
         for j0 in range(0, d, BLOCK):
@@ -208,8 +225,50 @@ class NoiseTable:
                 x = t[o + j0 : o + j1]
                 blas.saxpy(x, y1, a=a32[k])
                 if y2 is not None:
-                    blas.saxpy(t2[o + j0 : o + j1], y2, a=b32[k])
+                    x2 = np.square(x, out=buf[: j1 - j0]) if t2 is None else t2[o + j0 : o + j1]
+                    blas.saxpy(x2, y2, a=b32[k])
         return NoiseSums(s1.astype(np.float64), None if s2 is None else s2.astype(np.float64), sq)
+
+    def squares(self) -> np.ndarray | None:
+        """``table ** 2`` (float32) if ``size <= SQUARES_MAX``, built once; else None."""
+        if self._squares is None and self.size <= SQUARES_MAX:
+            self._squares = np.square(self.table)
+            self._squares.flags.writeable = False
+        return self._squares
+
+    def sq_norms(self, offs: np.ndarray) -> np.ndarray:
+        """``||table[o : o + dim]||^2`` (float64) of each offset, O(SQ_BLOCK) per offset.
+
+        ``Q(i) = sum_{j<i} table[j]^2 = P[i // B] + head(i)``, with ``P`` the float64 prefix over
+        whole blocks of ``B = SQ_BLOCK`` entries and ``head(i)`` the squares of ``i``'s block
+        before ``i``; ``||z||^2 = Q(o + dim) - Q(o)``. Float32 squares are exact in float64, so
+        the error is the summation's: measured <= 9e-14 relative (d = 1e6, 1e7), against 4e-10
+        for the float64 prefix of float32 squares per entry that this replaces.
+        """
+        if self._block_prefix is None:
+            blocks = self.size // SQ_BLOCK
+            sums = np.empty(blocks)
+            step = (1 << 22) // SQ_BLOCK  # 32 MiB of float64 at a time
+            for c0 in range(0, blocks, step):
+                c1 = min(c0 + step, blocks)
+                x = self.table[c0 * SQ_BLOCK : c1 * SQ_BLOCK].astype(np.float64)
+                x = x.reshape(c1 - c0, SQ_BLOCK)
+                sums[c0:c1] = np.einsum("ij,ij->i", x, x)
+            self._block_prefix = np.zeros(blocks + 1)
+            np.cumsum(sums, out=self._block_prefix[1:])
+            self._block_prefix.flags.writeable = False
+        offs = np.asarray(offs, dtype=np.int64)
+        ends = offs + self.dim
+        p = self._block_prefix
+        return (p[ends // SQ_BLOCK] - p[offs // SQ_BLOCK]) + (self._heads(ends) - self._heads(offs))
+
+    def _heads(self, pos: np.ndarray) -> np.ndarray:
+        """``sum(table[i - i % SQ_BLOCK : i] ** 2)`` (float64) of each position ``i``."""
+        out = np.empty(len(pos))
+        for k, i in enumerate(pos.tolist()):
+            x = self.table[i - i % SQ_BLOCK : i].astype(np.float64)
+            out[k] = x @ x
+        return out
 
 
 class NoiseGenerator:
