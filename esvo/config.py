@@ -126,7 +126,7 @@ def _check_free_form(value: Any, key: str, source: str) -> None:
         if id(x) in sizes:
             return sizes[id(x)]
         total = 1
-        for child in (x.values() if isinstance(x, Mapping) else x):
+        for child in x.values() if isinstance(x, Mapping) else x:
             total += size(child, depth + 1)
             if total > MAX_FREE_FORM_VALUES:
                 allowed = f"at most {MAX_FREE_FORM_VALUES:,} values (aliases expanded)"

@@ -303,11 +303,11 @@ def check_config(cfg: Config, num_params: int, source: str = "<config>") -> None
     nd = noise_dim(cfg, d)
     n = s.num_pairs or default_num_pairs(d, s.distribution)
     if s.restarts.max:  # the population grows with every restart
-        n = math.ceil(n * s.restarts.popsize_factor ** s.restarts.max)
+        n = math.ceil(n * s.restarts.popsize_factor**s.restarts.max)
     table_kind = s.noise == "table" or (s.noise == "auto" and nd >= TABLE_MIN_DIM)
     size = (s.noise_table_size or default_table_size(nd)) if table_kind else 0
-    workers = 1 if cfg.parallel.backend == "serial" else cfg.parallel.num_workers or (
-        os.cpu_count() or 1
+    workers = (
+        1 if cfg.parallel.backend == "serial" else cfg.parallel.num_workers or (os.cpu_count() or 1)
     )
     chunk = -(-n // (workers * cfg.parallel.chunks_per_worker))
     shape = {"full": 8 * d * d * 6, "lowrank": 8 * d * s.rank * 8}.get(s.distribution, 0)

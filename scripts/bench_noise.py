@@ -11,7 +11,8 @@ For d in {1e3, 1e4, 1e5, 1e6} and n in {50, 500} pairs it prints, measured in th
 Times are medians over repeats. The generator step at d = 1e6 is run once (it takes seconds).
 Then the column block of the streamed update, and the separable step's sum_k b_k z_k^2 from a
 table of squares against squaring each slice in cache (d = 1e6, 1e7, n = 500; same table,
-steps alternated, medians and the median of the paired ratios).
+steps alternated, medians and the median of the paired ratios), and the driver step of
+lowrank (ranks 1, 2, 4) against separable at d = 1e5, 1e6, n = 500 (target: <= 2x at 1e6).
 
 --memory instead measures the driver's peak memory: each case (isotropic, separable; d = 1e6,
 1e7; n = 500; default table size) in a fresh subprocess that builds the table, makes a Strategy
@@ -22,6 +23,7 @@ a checkout of main), alternated with this tree's, so before and after sit side b
 
     python scripts/bench_noise.py [--quick]
     python scripts/bench_noise.py --squares [--quick]           # that comparison only
+    python scripts/bench_noise.py --lowrank [--quick]           # lowrank vs separable only
     python scripts/bench_noise.py --memory [--baseline DIR] [--repeats R] [--steps S]
 """
 
@@ -100,6 +102,52 @@ def step_time(noise, dim, pairs, distribution, repeats, sigma_lr=None):
         noise._cache.clear()
         return median_time(lambda: (noise._cache.clear(), s.tell(st, a, fit)), repeats)
     return median_time(lambda: s.tell(st, a, fit), repeats)
+
+
+def lowrank_vs_separable(dim, pairs, ranks, repeats):
+    """Driver steps (Strategy.tell) of lowrank (rank k) and separable on the same table,
+    alternated: {name: median s}, {name: median of its paired ratios to separable}."""
+    size = noise_mod.default_table_size(dim)
+    steps = {}
+    for name, k in [("separable", 0)] + [(f"lowrank k={k}", k) for k in ranks]:
+        noise = NoiseTable(dim + k, size=size)  # the same table: one build, shared
+        s = Strategy(
+            dim,
+            maximize=True,
+            distribution="lowrank" if k else "separable",
+            rank=max(k, 1),
+            num_pairs=pairs,
+            optimizer=Adam(),
+            noise=noise,
+            seed=0,
+        )
+        st = s.init(np.zeros(dim))
+        a = s.ask(st)
+        fit = np.random.default_rng(1).standard_normal((pairs, 2))
+        s.tell(st, a, fit)  # warm up (builds what the update derives from the table)
+        steps[name] = (s, st, a, fit)
+    times = {name: [] for name in steps}
+    order = list(steps)
+    for r in range(repeats):
+        for name in order if r % 2 == 0 else order[::-1]:
+            s, st, a, fit = steps[name]
+            t = time.perf_counter()
+            s.tell(st, a, fit)
+            times[name].append(time.perf_counter() - t)
+    ratios = {
+        n: statistics.median(x / y for x, y in zip(times[n], times["separable"], strict=True))
+        for n in steps
+    }
+    return {n: statistics.median(t) for n, t in times.items()}, ratios
+
+
+def lowrank_section(reps, dims=(10**5, 10**6), ranks=(1, 2, 4)):
+    print("\ndriver step of lowrank against separable, n = 500 pairs (same table, alternated;")
+    print("ms, median; x sep: median of the paired ratios; target <= 2 at d = 1e6):")
+    for dim in dims:
+        med, ratio = lowrank_vs_separable(dim, 500, ranks, reps)
+        row = "  ".join(f"{n} {t * 1e3:7.1f} ({ratio[n]:.2f}x sep)" for n, t in med.items())
+        print(f"  d = {dim:.0e}: {row}", flush=True)
 
 
 def squares_vs_cache(dim, pairs, repeats):
@@ -224,6 +272,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer repeats, skip d=1e6 generator")
     p.add_argument("--squares", action="store_true", help="only squares table vs in cache")
+    p.add_argument("--lowrank", action="store_true", help="only lowrank vs separable steps")
     p.add_argument("--memory", action="store_true", help="peak driver memory (subprocesses)")
     p.add_argument("--baseline", help="with --memory: a source tree of the esvo to compare")
     p.add_argument("--repeats", type=int, default=3, help="with --memory: processes per case")
@@ -233,9 +282,12 @@ def main() -> None:
         memory(args.baseline, args.repeats, args.steps)
         return
     reps = 3 if args.quick else 5
-    if args.squares:
+    if args.squares or args.lowrank:
         print(f"numpy {np.__version__}; BLAS threads: {blas_threads()}; median of {reps}")
-        squares_section(reps)
+        if args.lowrank:
+            lowrank_section(reps)
+        if args.squares:
+            squares_section(reps)
         return
     print(f"numpy {np.__version__}; BLAS threads: {blas_threads()}")
     print(f"times in ms (z in us); median of {reps}")
@@ -281,6 +333,7 @@ def main() -> None:
     noise_mod.BLOCK = default
 
     squares_section(reps)
+    lowrank_section(reps)
 
 
 def squares_section(reps):

@@ -173,7 +173,6 @@ BROKEN = [
 ]
 
 
-
 def _laughs(levels: int, width: int = 9) -> str:
     """A flow sequence of ``levels`` anchors, each ``width`` aliases of the one before: YAML
     loads it small, but it expands to ``width ** levels`` items ("billion laughs")."""

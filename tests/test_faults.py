@@ -89,8 +89,13 @@ def test_pairs_collapsed_by_float_rounding_are_counted_warned_once_and_stop_the_
     # |sigma z| is below half an ulp of 1 (1.1e-16), i.e. for |z| < 0.55
     doc = {
         "objective": {"kind": "function", "name": "sphere", "dim": 1, "init": 1.0},
-        "strategy": {"num_pairs": 8, "sigma_init": 2e-16, "sigma_lr": 0.0, "noise": "generator",
-                     "sigma_min": 1e-30},
+        "strategy": {
+            "num_pairs": 8,
+            "sigma_init": 2e-16,
+            "sigma_lr": 0.0,
+            "noise": "generator",
+            "sigma_min": 1e-30,
+        },
         "optimizer": {"kind": "sgd", "lr": 1e-30},
         "run": {"generations": 4},
     }

@@ -229,6 +229,49 @@ class NoiseTable:
                     blas.saxpy(x2, y2, a=b32[k])
         return NoiseSums(s1.astype(np.float64), None if s2 is None else s2.astype(np.float64), sq)
 
+    def project(self, ids: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(V^T y_k (n, k), ||y_k||^2 (n,))`` (float64), ``y_k`` the first ``m = len(V)``
+        entries of ``z_k``: one pass over column blocks, each block of ``V^T`` (float32, ``k``
+        rows) held in cache while every slice's block is read once and projected onto it
+        (``sgemv``, accumulated over blocks in float64). The low-rank update's first pass."""
+        offs = self.offsets(ids)
+        m, k = v.shape
+        if len(offs) * self.dim <= SMALL:
+            y = self.table[offs[:, None] + np.arange(m)].astype(np.float64)
+            return y @ v, np.einsum("ij,ij->i", y, y)
+        t = self.table
+        vt = np.asarray(v.T, dtype=np.float32)
+        q = np.zeros((len(offs), k))
+        part = np.empty((len(offs), k), dtype=np.float32)
+        for j0 in range(0, m, BLOCK):
+            j1 = min(j0 + BLOCK, m)
+            vb = np.ascontiguousarray(vt[:, j0:j1])
+            for i, o in enumerate(offs):
+                np.matmul(vb, t[o + j0 : o + j1], out=part[i])
+            q += part
+        return q, self.sq_norms(offs, m)
+
+    def combine(self, ids: np.ndarray, w: np.ndarray, m: int) -> np.ndarray:
+        """``sum_k w[k, c] y_k`` for each column ``c`` of ``w (n, M)``: ``(M, m)`` float64,
+        ``y_k`` the first ``m`` entries of ``z_k``. One pass over column blocks, ``M`` float32
+        ``saxpy`` per slice while it sits in cache (pair order fixed: deterministic). The
+        low-rank update's second pass."""
+        offs = self.offsets(ids)
+        w = np.asarray(w, dtype=np.float64)
+        if len(offs) * self.dim <= SMALL:
+            return w.T @ self.table[offs[:, None] + np.arange(m)].astype(np.float64)
+        t = self.table
+        out = np.zeros((w.shape[1], m), dtype=np.float32)
+        w32 = w.astype(np.float32)
+        for j0 in range(0, m, BLOCK):
+            j1 = min(j0 + BLOCK, m)
+            ys = [out[c, j0:j1] for c in range(w.shape[1])]
+            for i, o in enumerate(offs):
+                x = t[o + j0 : o + j1]
+                for c, y in enumerate(ys):
+                    blas.saxpy(x, y, a=w32[i, c])
+        return out.astype(np.float64)
+
     def squares(self) -> np.ndarray | None:
         """``table ** 2`` (float32) if ``size <= SQUARES_MAX``, built once; else None."""
         if self._squares is None and self.size <= SQUARES_MAX:
@@ -236,8 +279,9 @@ class NoiseTable:
             self._squares.flags.writeable = False
         return self._squares
 
-    def sq_norms(self, offs: np.ndarray) -> np.ndarray:
-        """``||table[o : o + dim]||^2`` (float64) of each offset, O(SQ_BLOCK) per offset.
+    def sq_norms(self, offs: np.ndarray, length: int | None = None) -> np.ndarray:
+        """``||table[o : o + length]||^2`` (float64) of each offset (``length`` default
+        ``dim``), O(SQ_BLOCK) per offset.
 
         ``Q(i) = sum_{j<i} table[j]^2 = P[i // B] + head(i)``, with ``P`` the float64 prefix over
         whole blocks of ``B = SQ_BLOCK`` entries and ``head(i)`` the squares of ``i``'s block
@@ -258,7 +302,7 @@ class NoiseTable:
             np.cumsum(sums, out=self._block_prefix[1:])
             self._block_prefix.flags.writeable = False
         offs = np.asarray(offs, dtype=np.int64)
-        ends = offs + self.dim
+        ends = offs + (self.dim if length is None else int(length))
         p = self._block_prefix
         return (p[ends // SQ_BLOCK] - p[offs // SQ_BLOCK]) + (self._heads(ends) - self._heads(offs))
 

@@ -321,9 +321,7 @@ class Strategy:
         a, b = u[:, 0] - u[:, 1], u[:, 0] + u[:, 1]
 
         dist = self.distribution
-        grads = dist.gradients(
-            state.dist, self.noise, ask.ids, a, b, with_sigma=self.sigma_lr != 0
-        )
+        grads = dist.gradients(state.dist, self.noise, ask.ids, a, b, with_sigma=self.sigma_lr != 0)
         g_mean = grads.mean
         if self.weight_decay:  # natural gradient of -lambda/2 ||mean||^2: -lambda Sigma mean
             g_mean = g_mean - self.weight_decay * dist.cov_times(state.dist, state.mean)

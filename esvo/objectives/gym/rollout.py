@@ -107,8 +107,7 @@ class EnvSpec:
             ) from e
         except Exception as e:  # the environment's own constructor
             raise ValueError(
-                f"cannot make gymnasium env {self.env_id!r}: its constructor raised "
-                f"{_one_line(e)}"
+                f"cannot make gymnasium env {self.env_id!r}: its constructor raised {_one_line(e)}"
             ) from e
 
 
