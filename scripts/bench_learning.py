@@ -11,6 +11,11 @@ it reports its final counters and its best evaluated return). The median row is 
         configs/halfcheetah.yaml --seeds 0 1 2 --workers 2
 
 Extra ``--set key=value`` overrides are passed to every run (e.g. ``--set run.max_env_steps=1e6``).
+``--variant LABEL:KEY=VALUE[,KEY=VALUE...]`` runs every config once more with those overrides,
+side by side, its rows named ``config[LABEL]`` (e.g. the same config with another distribution):
+
+    .venv/bin/python scripts/bench_learning.py configs/pendulum_lowrank.yaml \
+        --variant separable:strategy.distribution=separable
 ``--reuse`` tabulates the runs already under ``--out`` (no training where a metrics.jsonl exists).
 """
 
@@ -26,7 +31,7 @@ from esvo.cli import main as esvo_main
 from esvo.config import load_config
 
 COLUMNS = [
-    ("config", 12, "s"),
+    ("config", 27, "s"),
     ("seed", 5, "s"),
     ("reached", 8, "s"),
     ("gens", 6, "d"),
@@ -92,13 +97,27 @@ def main() -> None:
         "--reuse", action="store_true", help="read existing runs, train only missing ones"
     )
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--variant",
+        dest="variants",
+        action="append",
+        default=[],
+        metavar="LABEL:KEY=VALUE[,...]",
+        help="also run every config with these overrides, rows named config[LABEL]",
+    )
     args = p.parse_args()
+    variants = [("", [])]
+    for v in args.variants:
+        label, _, sets = v.partition(":")
+        if not label or not sets:
+            p.error(f"--variant {v!r}: expected LABEL:KEY=VALUE[,KEY=VALUE...]")
+        variants.append((label, sets.split(",")))
 
     header = " ".join(f"{n:>{w}}" for n, w, _ in COLUMNS)
     table: list[str] = []
-    for cfg_path in args.configs:
+    for cfg_path, (label, extra) in [(c, v) for c in args.configs for v in variants]:
         target = load_config(cfg_path).run.target
-        name = cfg_path.stem
+        name = f"{cfg_path.stem}[{label}]" if label else cfg_path.stem
         results = []
         for seed in args.seeds:
             out = args.out / name / f"seed{seed}"
@@ -120,7 +139,7 @@ def main() -> None:
                 "--set",
                 "logging.progress=none",
             ]
-            for o in args.overrides:
+            for o in args.overrides + extra:
                 argv += ["--set", o]
             esvo_main(argv)
             s = summarize(read_metrics(out), target)

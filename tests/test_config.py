@@ -29,6 +29,7 @@ from esvo.config import (
 from esvo.core.optimizers import OPTIMIZERS, Adam, ClipUp
 from esvo.objectives.base import make_objective
 from esvo.objectives.functions import FUNCTIONS
+from esvo.trainer import check_config
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 SPHERE = {"objective": {"kind": "function", "name": "sphere", "dim": 3}}
@@ -48,6 +49,9 @@ def test_example_config_loads_round_trips_and_builds(path):
     objective = make_objective(**cfg.objective.to_spec())
     try:
         assert objective.num_params >= 1
+        check_config(cfg, objective.num_params, str(path))  # what `esvo validate` checks
+        if cfg.strategy.distribution == "lowrank":  # the example of a policy this size
+            assert objective.num_params >= 1000
     finally:
         if hasattr(objective, "close"):
             objective.close()
