@@ -15,8 +15,10 @@ Two schemes behind one interface, chosen by measurement (``scripts/bench_noise.p
 - ``NoiseGenerator``: a counter-based generator per id (``SFC64`` seeded by the id). Exactly
   independent draws, no table, but ~8 ns per element to rebuild: fine for small ``d``.
 
-Both provide ``weighted_sums``, the one reduction the natural-gradient update needs, computed in
-a single pass over the noise without materializing an ``(n, d)`` matrix for large ``d``.
+Both provide ``weighted_sums``, the reduction of the diagonal distributions' update, computed in
+a single pass over the noise without materializing an ``(n, d)`` matrix for large ``d``. The
+table also streams the low-rank update's two passes, ``project`` (``V^T z_k``) and ``combine``
+(weighted sums of the ``z_k``); distributions fall back to dense row blocks for any other noise.
 """
 
 from __future__ import annotations
