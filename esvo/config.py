@@ -297,7 +297,7 @@ class RestartsConfig:
     """restart when the largest standard deviation of the search falls below this"""
     stall_generations: int | None = _f(None, ge=1)
     """restart when the best fitness has not improved by stall_tol for this many generations
-    (null: 10 + ceil(30 d / population), pycma's tolfun window)"""
+    (null: int(100 + 100 d^1.5 / population), pycma's tolstagnation window)"""
     stall_tol: float = _f(1.0e-12, ge=0)
     """smallest improvement of the best fitness that counts"""
     max_condition: float = _f(1.0e14, gt=1)

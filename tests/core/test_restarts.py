@@ -52,6 +52,20 @@ def test_a_stall_restart_after_the_window_and_none_without_restarts():
     assert all("restart" not in m for _, m in rows)
 
 
+@pytest.mark.parametrize("dim, pairs", [(3, 2), (10, 5), (10, 80)])
+def test_the_default_stall_window_is_pycmas_tolstagnation(dim, pairs):
+    """Without stall_generations a restart fires after pycma's tolstagnation window, read
+    from pycma's own option string (its tolfun window, 10 + 30 d / lambda, restarted xNES on
+    Rastrigin long before it had converged)."""
+    cma = pytest.importorskip("cma")
+    rule = cma.CMAOptions()["tolstagnation"].split("#")[0]
+    want = eval(rule, {"N": dim, "popsize": 2 * pairs})
+    es = Strategy(dim, maximize=False, num_pairs=pairs, seed=1, restarts=Restarts(max=1))
+    _, rows = run(es, es.init(np.zeros(dim)), want + 3, f=lambda w: np.zeros(w.shape[:-1]))
+    fired = [g for g, (_, m) in enumerate(rows) if m["restart"]]
+    assert fired == [want] and rows[want][1]["restart_reason"] == "stall"
+
+
 def test_a_condition_restart():
     r = Restarts(max=1, max_condition=10.0)
     es = Strategy(3, maximize=False, distribution="separable", num_pairs=4, seed=2, restarts=r,
