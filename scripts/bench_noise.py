@@ -84,10 +84,21 @@ def read_floor(m, repeats):
 
 
 def step_time(noise, dim, pairs, distribution, repeats, sigma_lr=None):
+    s, st, a, fit = warm_step(noise, dim, pairs, distribution, sigma_lr=sigma_lr)
+    if isinstance(noise, NoiseGenerator):
+        noise._cache.clear()
+        return median_time(lambda: (noise._cache.clear(), s.tell(st, a, fit)), repeats)
+    return median_time(lambda: s.tell(st, a, fit), repeats)
+
+
+def warm_step(noise, dim, pairs, distribution, rank=1, sigma_lr=None):
+    """A Strategy with one tell done (which builds what the update derives from the table):
+    ``(strategy, state, ask, fitness)`` to time further tells with."""
     s = Strategy(
         dim,
         maximize=True,
         distribution=distribution,
+        rank=rank,
         num_pairs=pairs,
         optimizer=Adam(),
         noise=noise,
@@ -97,11 +108,21 @@ def step_time(noise, dim, pairs, distribution, repeats, sigma_lr=None):
     st = s.init(np.zeros(dim))
     a = s.ask(st)
     fit = np.random.default_rng(1).standard_normal((pairs, 2))
-    s.tell(st, a, fit)  # warm up
-    if isinstance(noise, NoiseGenerator):
-        noise._cache.clear()
-        return median_time(lambda: (noise._cache.clear(), s.tell(st, a, fit)), repeats)
-    return median_time(lambda: s.tell(st, a, fit), repeats)
+    s.tell(st, a, fit)
+    return s, st, a, fit
+
+
+def alternated(steps, repeats):
+    """Seconds of each named step's tell, ``repeats`` each, the order reversed every round."""
+    times = {name: [] for name in steps}
+    order = list(steps)
+    for r in range(repeats):
+        for name in order if r % 2 == 0 else order[::-1]:
+            s, st, a, fit = steps[name]
+            t = time.perf_counter()
+            s.tell(st, a, fit)
+            times[name].append(time.perf_counter() - t)
+    return times
 
 
 def lowrank_vs_separable(dim, pairs, ranks, repeats):
@@ -111,29 +132,9 @@ def lowrank_vs_separable(dim, pairs, ranks, repeats):
     steps = {}
     for name, k in [("separable", 0)] + [(f"lowrank k={k}", k) for k in ranks]:
         noise = NoiseTable(dim + k, size=size)  # the same table: one build, shared
-        s = Strategy(
-            dim,
-            maximize=True,
-            distribution="lowrank" if k else "separable",
-            rank=max(k, 1),
-            num_pairs=pairs,
-            optimizer=Adam(),
-            noise=noise,
-            seed=0,
-        )
-        st = s.init(np.zeros(dim))
-        a = s.ask(st)
-        fit = np.random.default_rng(1).standard_normal((pairs, 2))
-        s.tell(st, a, fit)  # warm up (builds what the update derives from the table)
-        steps[name] = (s, st, a, fit)
-    times = {name: [] for name in steps}
-    order = list(steps)
-    for r in range(repeats):
-        for name in order if r % 2 == 0 else order[::-1]:
-            s, st, a, fit = steps[name]
-            t = time.perf_counter()
-            s.tell(st, a, fit)
-            times[name].append(time.perf_counter() - t)
+        distribution = "lowrank" if k else "separable"
+        steps[name] = warm_step(noise, dim, pairs, distribution, rank=max(k, 1))
+    times = alternated(steps, repeats)
     ratios = {
         n: statistics.median(x / y for x, y in zip(times[n], times["separable"], strict=True))
         for n in steps
@@ -158,29 +159,10 @@ def squares_vs_cache(dim, pairs, repeats):
     for name, limit in (("table", 1 << 62), ("cache", 0)):
         noise_mod.SQUARES_MAX = limit
         noise = NoiseTable(dim)
-        s = Strategy(
-            dim,
-            maximize=True,
-            distribution="separable",
-            num_pairs=pairs,
-            optimizer=Adam(),
-            noise=noise,
-            seed=0,
-        )
-        st = s.init(np.zeros(dim))
-        a = s.ask(st)
-        fit = np.random.default_rng(1).standard_normal((pairs, 2))
-        s.tell(st, a, fit)  # warm up; builds the squares when allowed
+        steps[name] = warm_step(noise, dim, pairs, "separable")  # builds squares if allowed
         assert (noise.squares() is None) == (name == "cache")
-        steps[name] = (s, st, a, fit)
     noise_mod.SQUARES_MAX = default
-    times = {"table": [], "cache": []}
-    for r in range(repeats):
-        for name in ("table", "cache") if r % 2 == 0 else ("cache", "table"):
-            s, st, a, fit = steps[name]
-            t = time.perf_counter()
-            s.tell(st, a, fit)
-            times[name].append(time.perf_counter() - t)
+    times = alternated(steps, repeats)
     ratio = statistics.median(c / t for t, c in zip(times["table"], times["cache"], strict=True))
     return statistics.median(times["table"]), statistics.median(times["cache"]), ratio
 
