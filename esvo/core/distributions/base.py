@@ -166,6 +166,46 @@ def diagonal_log_density(sigma: np.ndarray, z: np.ndarray) -> np.ndarray:
     return -0.5 * np.sum(z * z, axis=-1) - log_det - 0.5 * d * LOG_2PI
 
 
+class Diagonal:
+    """What the isotropic and separable distributions share: no shape beyond sigma (noise of
+    ``d`` entries, nothing else to checkpoint, no shape rate), SNES's defaults, the sigma step.
+    Subclasses give ``name``, ``init``, ``gradients`` and ``condition``."""
+
+    def noise_dim(self, dim: int) -> int:
+        return dim
+
+    def from_arrays(self, sigma: np.ndarray, arrays: Mapping[str, np.ndarray]) -> DiagonalParams:
+        return DiagonalParams(np.array(sigma, dtype=np.float64))
+
+    def default_num_pairs(self, dim: int) -> int:
+        return nes_num_pairs(dim)
+
+    def default_sigma_lr(self, dim: int) -> float:
+        # SNES's rate for both: the isotropic estimate averages d coordinates' signals, so at
+        # the SNES rate it drifts like SNES with sqrt(d) less noise (tests/core verify it).
+        return snes_sigma_lr(dim)
+
+    def default_cov_lr(self, dim: int) -> float:
+        return 0.0
+
+    def update(
+        self,
+        params: DiagonalParams,
+        grads: Gradients,
+        sigma_lr: float,
+        cov_lr: float,
+        bounds: SigmaBounds,
+    ) -> tuple[DiagonalParams, dict[str, float]]:
+        # sigma <- clip(sigma * exp(lr * g), ...)
+        return DiagonalParams(checked_bounds(params.sigma, sigma_lr * grads.log_sigma, bounds)), {}
+
+    def cov_times(self, params: DiagonalParams, v: np.ndarray) -> np.ndarray:
+        return np.square(params.sigma) * v
+
+    def log_density(self, params: DiagonalParams, z: np.ndarray) -> np.ndarray:
+        return diagonal_log_density(params.sigma, z)
+
+
 def checked_bounds(sigma: np.ndarray, log_step: np.ndarray, bounds: SigmaBounds) -> np.ndarray:
     """``bounds.apply`` with overflow silenced (the caller checks finiteness)."""
     with np.errstate(over="ignore", invalid="ignore"):

@@ -8,30 +8,18 @@ Natural gradients (design.md §2), with ``a_k = u_k+ - u_k-`` and ``b_k = u_k+ +
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
 
-from esvo.core.distributions.base import (
-    DiagonalParams,
-    Gradients,
-    SigmaBounds,
-    checked_bounds,
-    diagonal_log_density,
-    nes_num_pairs,
-    snes_sigma_lr,
-)
+from esvo.core.distributions.base import Diagonal, DiagonalParams, Gradients
 from esvo.core.noise import Noise
 
 
-class Separable:
+class Separable(Diagonal):
     """One sigma per coordinate (diagonal covariance); ``params.sigma`` is ``(d,)``."""
 
     name: ClassVar[str] = "separable"
-
-    def noise_dim(self, dim: int) -> int:
-        return dim
 
     def init(self, dim: int, sigma0: float | np.ndarray, seed: int = 0) -> DiagonalParams:
         s = np.asarray(sigma0, dtype=np.float64)
@@ -40,18 +28,6 @@ class Separable:
         if s.shape != (dim,):
             raise ValueError(f"separable sigma must be a scalar or have shape ({dim},)")
         return DiagonalParams(s.copy())
-
-    def from_arrays(self, sigma: np.ndarray, arrays: Mapping[str, np.ndarray]) -> DiagonalParams:
-        return DiagonalParams(np.array(sigma, dtype=np.float64))
-
-    def default_num_pairs(self, dim: int) -> int:
-        return nes_num_pairs(dim)
-
-    def default_sigma_lr(self, dim: int) -> float:
-        return snes_sigma_lr(dim)
-
-    def default_cov_lr(self, dim: int) -> float:
-        return 0.0
 
     def gradients(
         self,
@@ -66,22 +42,6 @@ class Separable:
         if not with_sigma:
             return Gradients(params.sigma * sums.s1, np.zeros_like(params.sigma))
         return Gradients(params.sigma * sums.s1, 0.5 * (sums.s2 - b.sum()))
-
-    def update(
-        self,
-        params: DiagonalParams,
-        grads: Gradients,
-        sigma_lr: float,
-        cov_lr: float,
-        bounds: SigmaBounds,
-    ) -> tuple[DiagonalParams, dict[str, float]]:
-        return DiagonalParams(checked_bounds(params.sigma, sigma_lr * grads.log_sigma, bounds)), {}
-
-    def cov_times(self, params: DiagonalParams, v: np.ndarray) -> np.ndarray:
-        return np.square(params.sigma) * v
-
-    def log_density(self, params: DiagonalParams, z: np.ndarray) -> np.ndarray:
-        return diagonal_log_density(params.sigma, z)
 
     def condition(self, params: DiagonalParams) -> float:
         s2 = np.square(params.sigma)
