@@ -360,6 +360,18 @@ def test_validate_prints_a_config_that_loads_back_equal(tmp_path, capsys):
     assert load_config(tmp_path / "again.yaml") == load_config(path)
 
 
+def test_validate_without_strategy_and_optimizer_prints_the_nes_defaults(tmp_path, capsys):
+    from esvo.core.strategy import DEFAULT_OPTIMIZER, DEFAULT_SHAPING
+
+    path = _write(tmp_path, {})  # BASE has neither a strategy nor an optimizer section
+    assert "strategy" not in path.read_text() and "optimizer" not in path.read_text()
+    assert main(["validate", str(path)]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["strategy"]["shaping"] == DEFAULT_SHAPING == "nes"
+    assert printed["optimizer"]["kind"] == DEFAULT_OPTIMIZER == "sgd"
+    assert printed["optimizer"]["lr"] == 1.0
+
+
 def test_validate_overrides_are_yaml_typed(tmp_path, capsys):
     path = _write(tmp_path, {"run": {"generations": 2, "target": 0.5}})
     sets = ["strategy.num_pairs=8", "run.target=null", "optimizer.lr=1e-3", "run.name=abc"]
