@@ -223,3 +223,22 @@ def test_streamed_reductions_of_the_table_equal_the_dense_ones(k):
     np.testing.assert_allclose(fast.mean, slow.mean, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(fast.log_sigma, slow.log_sigma, rtol=1e-6)
     np.testing.assert_allclose(fast.cov, slow.cov, rtol=1e-4, atol=1e-4)
+
+
+def test_streamed_reductions_do_not_depend_on_the_blas_thread_count():
+    """The driver's low-rank passes use BLAS sdot/saxpy on slice blocks: the same bits with one
+    BLAS thread as with two, so a run's update does not depend on the driver's thread pool."""
+    from threadpoolctl import threadpool_limits
+
+    d, k, n = 150_000, 2, 16
+    table = NoiseTable(d + k, seed=3, size=1 << 22)
+    ids = perturbation_ids(5, 2, n)
+    rng = np.random.default_rng(0)
+    v = np.linalg.qr(rng.standard_normal((d, k)))[0]
+    w = rng.standard_normal((n, k + 1))
+    results = []
+    for threads in (1, 2):
+        with threadpool_limits(threads):
+            results.append((*table.project(ids, v), table.combine(ids, w, d)))
+    for one, two in zip(*results, strict=True):
+        np.testing.assert_array_equal(one, two)
