@@ -109,3 +109,23 @@ def test_restarts_escape_rastrigins_local_minima():
     ipop = Restarts(max=6, low=-5.0, high=5.0)
     assert sum(solved(ipop, seed) for seed in range(5)) == 5
     assert sum(solved(None, seed) for seed in range(5)) == 1
+
+
+@pytest.mark.slow
+def test_full_with_ipop_solves_rastrigin_10_on_four_of_five_seeds():
+    """Issue 10's target, the setup of scripts/bench_convergence.py --suite compare: x0 uniform
+    in [-5, 5]^10 from the seed, sigma0 2.5, 9 IPOP restarts x2, 2M evaluations; the best
+    sample below 1e-8 on at least 4 of 5 seeds (measured: 4 of 5, BENCHMARKS.md)."""
+    reached = 0
+    for seed in range(5):
+        es = Strategy(10, maximize=False, distribution="full", sigma_init=2.5, seed=seed,
+                      restarts=Restarts(max=9, popsize_factor=2.0, low=-5.0, high=5.0))  # fmt: skip
+        st = es.init(np.random.default_rng(seed).uniform(-5, 5, 10))
+        evals = 0
+        while not st.best_fitness < 1e-8 and evals < 2_000_000:
+            ask = es.ask(st)
+            fitness = rastrigin(es.population(st, ask))
+            evals += fitness.size
+            st, _ = es.tell(st, ask, fitness)
+        reached += st.best_fitness < 1e-8
+    assert reached >= 4
