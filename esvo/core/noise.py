@@ -364,6 +364,29 @@ class NoiseGenerator:
         return NoiseSums(np.sum([p.s1 for p in parts], axis=0), s2, sq)
 
 
+class ArrayNoise:
+    """Explicit noise rows; the id of row ``i`` is ``i``. For samples that no id names (a
+    previous generation's candidate placed in the current distribution's frame by
+    ``Distribution.whiten``), so the distributions' ``gradients`` apply to them unchanged."""
+
+    kind = "array"
+
+    def __init__(self, rows: np.ndarray):
+        self.rows = np.asarray(rows, dtype=np.float64)
+        self.dim = int(self.rows.shape[1])
+
+    def spec(self) -> dict:
+        raise TypeError("ArrayNoise holds explicit rows and is not rebuilt from a spec")
+
+    def get(self, pid: int) -> np.ndarray:
+        return self.rows[int(pid)]
+
+    def weighted_sums(
+        self, ids: np.ndarray, a: np.ndarray, b: np.ndarray | None = None, sq_norms: bool = False
+    ) -> NoiseSums:
+        return _sums_dense(self.rows[np.asarray(ids, dtype=np.int64)], a, b, sq_norms)
+
+
 def _sums_dense(z: np.ndarray, a: np.ndarray, b: np.ndarray | None, sq_norms: bool) -> NoiseSums:
     """The reductions over an in-memory ``(n, d)`` float32 block, accumulated in float64."""
     z64 = z.astype(np.float64)

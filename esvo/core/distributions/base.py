@@ -11,6 +11,8 @@ noise rebuilt from a perturbation id (``esvo.core.noise``); antithetic pairs are
   utilities (``a_k = u_k+ - u_k-``, ``b_k = u_k+ + u_k-``);
 - ``update(params, grads, ...)``: the new parameters (the mean is moved by the optimizer);
 - ``log_density(params, z)``: log-density of the sample named by ``z`` (importance weights);
+- ``whiten(params, x)``: a noise vector whose step is ``x`` (the inverse of ``step``), to
+  place a sample drawn from another distribution of the family in this one's frame;
 - ``params.to_arrays()`` / ``from_arrays``: checkpoints.
 """
 
@@ -136,6 +138,12 @@ class Distribution(Protocol):
         """``log p(mean + step(z))`` of samples ``(..., noise_dim)`` -> ``(...)``."""
         ...
 
+    def whiten(self, params: SearchParams, x: np.ndarray) -> np.ndarray:
+        """Noise ``(..., noise_dim)`` with ``params.step(z) == x`` for steps ``x (..., d)``
+        (``x = w - mean``); with ``log_density`` it gives any point's density, and
+        ``gradients`` estimated from it equal those of the point itself."""
+        ...
+
     def condition(self, params: SearchParams) -> float:
         """Condition number of the covariance (restarts)."""
         ...
@@ -204,6 +212,9 @@ class Diagonal:
 
     def log_density(self, params: DiagonalParams, z: np.ndarray) -> np.ndarray:
         return diagonal_log_density(params.sigma, z)
+
+    def whiten(self, params: DiagonalParams, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=np.float64) / params.sigma
 
 
 def checked_bounds(sigma: np.ndarray, log_step: np.ndarray, bounds: SigmaBounds) -> np.ndarray:

@@ -179,6 +179,12 @@ class Full:
         log_det = d * np.log(params.sigma) + log_det_b
         return -0.5 * np.sum(z * z, axis=-1) - log_det - 0.5 * d * LOG_2PI
 
+    def whiten(self, params: FullParams, x: np.ndarray) -> np.ndarray:
+        # z = (sigma B)^-1 x, rows of x at once
+        x = np.asarray(x, dtype=np.float64)
+        flat = x.reshape(-1, x.shape[-1])
+        return (np.linalg.solve(params.B, flat.T).T / params.sigma).reshape(x.shape)
+
     def condition(self, params: FullParams) -> float:
         s = np.linalg.svd(params.B, compute_uv=False)
         return float((s.max() / s.min()) ** 2)

@@ -236,5 +236,11 @@ class LowRank:
         log_det = 2 * d * np.log(params.sigma) + np.sum(np.log1p(r2))
         return -0.5 * wcw - 0.5 * log_det - 0.5 * d * LOG_2PI
 
+    def whiten(self, params: LowRankParams, x: np.ndarray) -> np.ndarray:
+        # step((x / sigma, 0)) = x. The gradients and the density depend on z only through
+        # w = z[:d] + U z[d:], so every z with the same w gives the same answers.
+        x = np.asarray(x, dtype=np.float64) / params.sigma
+        return np.concatenate([x, np.zeros((*x.shape[:-1], params.U.shape[1]))], axis=-1)
+
     def condition(self, params: LowRankParams) -> float:
         return float(1 + np.max(_col_dots(params.U, params.U)))
