@@ -108,6 +108,10 @@ class SearchState:
     best_fitness: float  # its raw fitness; -inf/inf (worst) until a finite score is seen
     num_pairs: int = 0  # pairs of the next generation (grows with restarts)
     restart: RestartState = field(default_factory=RestartState)
+    # The distribution the previous generation sampled from, kept when a feature compares
+    # the two (``Strategy.keeps_prev``); None otherwise, at generation 0 and after a restart.
+    prev_mean: np.ndarray | None = None
+    prev_dist: SearchParams | None = None
 
     @property
     def sigma(self) -> np.ndarray:
@@ -131,6 +135,10 @@ class SearchState:
         }
         out.update({f"dist/{k}": v for k, v in self.dist.to_arrays().items()})
         out.update({f"opt/slot/{k}": v for k, v in self.opt.slots.items()})
+        if self.prev_mean is not None and self.prev_dist is not None:
+            out["prev/mean"] = self.prev_mean
+            out["prev/sigma"] = self.prev_dist.sigma
+            out.update({f"prev/dist/{k}": v for k, v in self.prev_dist.to_arrays().items()})
         return out
 
     @classmethod
@@ -144,6 +152,15 @@ class SearchState:
         extra = {k.removeprefix("dist/"): np.array(arrays[k]) for k in arrays if k[:5] == "dist/"}
         extra.pop("kind", None)
         params = PARAMS[kind](np.array(arrays["search/sigma"], dtype=np.float64), **extra)
+        prev_mean = prev_dist = None
+        if "prev/mean" in arrays:
+            prev_mean = np.array(arrays["prev/mean"], dtype=np.float64)
+            pextra = {
+                k.removeprefix("prev/dist/"): np.array(arrays[k])
+                for k in arrays
+                if k.startswith("prev/dist/")
+            }
+            prev_dist = PARAMS[kind](np.array(arrays["prev/sigma"], dtype=np.float64), **pextra)
         restart = RestartState(
             int(arrays.get("restart/count", 0)),
             float(arrays.get("restart/best", -math.inf)),
@@ -158,6 +175,8 @@ class SearchState:
             best_fitness=float(arrays["search/best_fitness"]),
             num_pairs=int(arrays.get("search/num_pairs", 0)),
             restart=restart,
+            prev_mean=prev_mean,
+            prev_dist=prev_dist,
         )
 
 
@@ -268,6 +287,12 @@ class Strategy:
             )
         self.noise: Noise = noise
 
+    @property
+    def keeps_prev(self) -> bool:
+        """Whether states carry the previous generation's distribution (``prev_mean``,
+        ``prev_dist``): features that compare the two distributions need it."""
+        return False
+
     # ------------------------------------------------------------------ ask/tell
     def init(self, theta0: np.ndarray) -> SearchState:
         mean = np.array(theta0, dtype=np.float64).reshape(-1)
@@ -365,6 +390,8 @@ class Strategy:
             best_fitness,
             ask.num_pairs,
             state.restart,
+            state.mean if self.keeps_prev else None,
+            state.dist if self.keeps_prev else None,
         )
         fin = f[finite]
         scale_mean, scale_min, scale_max = params.scale_stats()
