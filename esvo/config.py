@@ -45,6 +45,7 @@ __all__ = [
     "EvaluationConfig",
     "FunctionObjectiveConfig",
     "GymObjectiveConfig",
+    "ImportanceMixingConfig",
     "LoggingConfig",
     "ObjectiveConfig",
     "OptimizerConfig",
@@ -305,6 +306,18 @@ class RestartsConfig:
 
 
 @dataclass(frozen=True)
+class ImportanceMixingConfig:
+    """Importance mixing (``esvo.core.mixing``; Sun et al. 2009): keep members of the previous
+    population, with their fitness, when they are likely under the new distribution, and
+    evaluate only the fresh ones; mixed member by member (antithetic pairs are split)."""
+
+    enabled: bool = False
+    """reuse the previous population's members"""
+    min_refresh: float = _f(0.01, gt=0, le=1)
+    """alpha: the least fraction of fresh members (and of accepted fresh candidates)"""
+
+
+@dataclass(frozen=True)
 class StrategyConfig:
     """The search distribution and its update (arguments of ``esvo.core.Strategy``, with the
     same defaults: NES log-utilities; OpenAI-ES settings are ``shaping: centered_ranks`` with
@@ -351,6 +364,8 @@ class StrategyConfig:
     """seed of the noise table"""
     restarts: RestartsConfig = field(default_factory=RestartsConfig)
     """IPOP restarts (off by default: ``max: 0``)"""
+    importance_mixing: ImportanceMixingConfig = field(default_factory=ImportanceMixingConfig)
+    """reuse of the previous population's samples (off by default)"""
 
 
 # Ranges of optimizer options by name (their types come from the optimizer's dataclass).
@@ -681,6 +696,10 @@ def _check_cross_fields(cfg: Config, source: str) -> None:
     k, n = strategy.top_k, strategy.num_pairs
     if k is not None and n is not None and k > n:
         allowed = f"an integer <= strategy.num_pairs = {n}, or null"
+        raise ConfigError(source, "strategy.top_k", k, allowed)
+    if k is not None and strategy.importance_mixing.enabled:
+        allowed = "null with strategy.importance_mixing.enabled (top_k ranks pairs; importance "
+        allowed += "mixing splits them into members)"
         raise ConfigError(source, "strategy.top_k", k, allowed)
     if strategy.restarts.high <= strategy.restarts.low:
         allowed = f"a number > strategy.restarts.low = {strategy.restarts.low!r}"

@@ -52,11 +52,21 @@ class GenerationSpec:
 
 @dataclass(frozen=True)
 class Task:
-    """A chunk of pairs: their indices in the population and their perturbation ids."""
+    """A chunk of pairs: their indices in the population and their perturbation ids.
+
+    ``members[k, c]``: whether pair ``k``'s member ``c`` (0: ``+z``, 1: ``-z``) is to be
+    evaluated (importance mixing asks for single members); None: both. An objective may skip
+    the others (fitness NaN, 0 steps) or score them anyway; the driver ignores them.
+    """
 
     generation: int
     indices: np.ndarray  # (m,) int64
     ids: np.ndarray  # (m,) uint64
+    members: np.ndarray | None = None  # (m, 2) bool
+
+    def wants(self, k: int, c: int) -> bool:
+        """Whether member ``c`` of the task's ``k``-th pair is to be evaluated."""
+        return self.members is None or bool(self.members[k, c])
 
 
 @dataclass(frozen=True)
@@ -128,10 +138,17 @@ class Results:
         )
 
 
-def chunk_tasks(generation: int, ids: np.ndarray, chunk_size: int) -> list[Task]:
+def chunk_tasks(
+    generation: int, ids: np.ndarray, chunk_size: int, members: np.ndarray | None = None
+) -> list[Task]:
     """Split a generation's pairs into contiguous chunks of at most ``chunk_size`` pairs."""
     n = len(ids)
     return [
-        Task(generation, np.arange(i, min(i + chunk_size, n)), ids[i : i + chunk_size])
+        Task(
+            generation,
+            np.arange(i, min(i + chunk_size, n)),
+            ids[i : i + chunk_size],
+            None if members is None else members[i : i + chunk_size],
+        )
         for i in range(0, n, max(1, chunk_size))
     ]

@@ -44,6 +44,7 @@ from esvo.checkpoint import (
 )
 from esvo.config import Config, ConfigError, dump_config, load_config
 from esvo.core.distributions import SigmaBounds, make_distribution
+from esvo.core.mixing import ImportanceMixing
 from esvo.core.noise import TABLE_MIN_DIM, Noise, default_table_size, make_noise
 from esvo.core.running_stat import RunningStat
 from esvo.core.strategy import Restarts, SearchState, Strategy, default_num_pairs
@@ -92,6 +93,7 @@ class Counters:
     eval_env_steps: int = 0
     eval_episodes: int = 0
     wall_s: float = 0.0
+    evaluations: int = 0  # candidates evaluated (importance mixing reuses the others)
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ class TrainState:
             eval_env_steps=int(arrays["counters/eval_env_steps"]),
             eval_episodes=int(arrays["counters/eval_episodes"]),
             wall_s=float(arrays["counters/wall_s"]),
+            evaluations=int(arrays.get("counters/evaluations", 0)),
         )
         has_best = "best/eval_return" in arrays
         return cls(
@@ -208,6 +211,9 @@ def make_strategy(cfg: Config, objective: Objective) -> Strategy:
         optimizer=cfg.optimizer.build(),
         weight_decay=s.weight_decay,
         restarts=restarts,
+        importance_mixing=ImportanceMixing(s.importance_mixing.min_refresh)
+        if s.importance_mixing.enabled
+        else None,
         seed=cfg.run.seed,
         noise=make_noise_source(cfg, objective.num_params),
     )
@@ -390,11 +396,15 @@ def _last_line(text: str) -> str:
     return lines[-1].strip() if lines else "no traceback"
 
 
-def _check_failures(run: _Run, generation: int, results: Results) -> None:
+def _check_failures(
+    run: _Run, generation: int, results: Results, members: np.ndarray | None = None
+) -> None:
     """A candidate failed if a rollout raised or its fitness is not finite (NaN rewards, a
-    diverging simulator): too many stop the run, whatever the reason."""
+    diverging simulator): too many stop the run, whatever the reason. Only the ``members``
+    asked for count (importance mixing)."""
     fitness = np.asarray(results.fitness)
-    bad, total = int((~np.isfinite(fitness)).sum()), fitness.size
+    asked = np.ones(fitness.shape, bool) if members is None else np.asarray(members, bool)
+    bad, total = int((~np.isfinite(fitness) & asked).sum()), int(asked.sum())
     if bad / max(total, 1) > run.cfg.run.max_failure_rate:
         if results.errors:
             first = _last_line(results.errors[0])
@@ -412,10 +422,13 @@ def train_generation(run: _Run, state: TrainState) -> tuple[TrainState, dict[str
     gen = state.generation
     ask = run.strategy.ask(state.search)
     try:
-        results = run.evaluator.evaluate(_spec(run, state), ask.ids)
+        if ask.members is None:
+            results = run.evaluator.evaluate(_spec(run, state), ask.ids)
+        else:
+            results = run.evaluator.evaluate(_spec(run, state), ask.ids, ask.members)
     except Exception as e:
         raise _GenerationFailed(f"generation {gen}: evaluator failed: {e}") from e
-    _check_failures(run, gen, results)
+    _check_failures(run, gen, results, ask.members)
     try:
         search, metrics = run.strategy.tell(state.search, ask, results.fitness)
     except FloatingPointError as e:
@@ -423,7 +436,10 @@ def train_generation(run: _Run, state: TrainState) -> tuple[TrainState, dict[str
     steps = int(results.steps.sum())
     c = state.counters
     counters = dataclasses.replace(
-        c, env_steps=c.env_steps + steps, episodes=c.episodes + int(results.episodes)
+        c,
+        env_steps=c.env_steps + steps,
+        episodes=c.episodes + int(results.episodes),
+        evaluations=c.evaluations + ask.evaluations,
     )
     metrics["failures"] = int(results.failures)
     metrics["gen_env_steps"] = steps
@@ -564,6 +580,7 @@ def _step(run: _Run, state: TrainState) -> tuple[TrainState, dict[str, Any], str
         env_steps=c.env_steps,
         eval_env_steps=c.eval_env_steps,
         episodes=c.episodes,
+        evaluations=c.evaluations,
         wall_s=c.wall_s,
         gen_time_s=dt,
         steps_per_s=metrics["gen_env_steps"] / dt if dt > 0 else 0.0,

@@ -61,7 +61,7 @@ def function_cfg(generations=12, strategy=None, **run):
     )
 
 
-def cartpole_cfg(backend="serial"):
+def cartpole_cfg(backend="serial", mixing=False):
     return config_from_dict(
         {
             "run": {"name": "cp", "seed": 3, "generations": 6},
@@ -72,7 +72,11 @@ def cartpole_cfg(backend="serial"):
                 "obs_norm": True,
                 "lockstep": 4,
             },
-            "strategy": {"num_pairs": 4, "sigma_init": 0.5},
+            "strategy": {
+                "num_pairs": 4,
+                "sigma_init": 0.5,
+                "importance_mixing": {"enabled": mixing},
+            },
             "parallel": {"backend": backend, "num_workers": 2},
             "evaluation": {"every": 2, "episodes": 2},
             "checkpoint": {"every": 2, "keep": 1},
@@ -126,6 +130,9 @@ DISTRIBUTIONS = {
         "distribution": "full",
         "restarts": {"max": 20, "sigma_tol": 1e3, "popsize_factor": 1.0},
     },
+    # the pool of old members (ids, signs, fitness, origins) and the previous distribution
+    "separable_mixing": {"importance_mixing": {"enabled": True}},
+    "full_mixing": {"distribution": "full", "importance_mixing": {"enabled": True}},
 }
 
 
@@ -133,6 +140,9 @@ DISTRIBUTIONS = {
 def test_resume_after_interrupt_is_exact_on_a_function(tmp_path, strategy):
     cfg = function_cfg(strategy=strategy)
     full = train(cfg, tmp_path / "full", loggers=[])
+    if "importance_mixing" in strategy:  # old members were kept before and after it
+        reused = [r["reused"] for r in read_jsonl(tmp_path / "full" / "metrics.jsonl")]
+        assert min(reused[1:6]) > 0 and min(reused[6:]) > 0, reused
     if "restarts" in strategy:  # restarts happened before and after the interruption
         restarts = [r["restart"] for r in read_jsonl(tmp_path / "full" / "metrics.jsonl")]
         assert sum(restarts[:6]) >= 1 and sum(restarts[6:]) >= 1, restarts
@@ -203,9 +213,10 @@ def test_resume_without_any_valid_checkpoint_restarts(tmp_path):
     assert_same_run(tmp_path / "full", tmp_path / "part")
 
 
-def test_resume_is_exact_on_cartpole_with_obs_norm(tmp_path):
+@pytest.mark.parametrize("mixing", [False, True], ids=["plain", "mixing"])
+def test_resume_is_exact_on_cartpole_with_obs_norm(tmp_path, mixing):
     pytest.importorskip("gymnasium")
-    cfg = cartpole_cfg()
+    cfg = cartpole_cfg(mixing=mixing)
     full = train(cfg, tmp_path / "full", loggers=[])
     part = train(cfg, tmp_path / "part", loggers=[interrupt_at(2)])
     assert part.generation == 3
@@ -223,6 +234,10 @@ def test_resume_is_exact_on_cartpole_with_obs_norm(tmp_path):
         for k in a.files:
             np.testing.assert_array_equal(a[k], b[k])
     assert full.best_eval_return is not None
+    if mixing:  # old members were reused after the resume too, and fewer were evaluated
+        rows = read_jsonl(tmp_path / "full" / "metrics.jsonl")
+        assert all(r["reused"] > 0 for r in rows[1:]), [r["reused"] for r in rows]
+        assert rows[-1]["evaluations"] < 2 * 4 * len(rows)
 
 
 @pytest.mark.ray

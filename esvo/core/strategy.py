@@ -27,12 +27,14 @@ from esvo.core.distributions import (
     DISTRIBUTIONS,
     PARAMS,
     Distribution,
+    Gradients,
     SearchParams,
     SigmaBounds,
     make_distribution,
     nes_num_pairs,
 )
-from esvo.core.noise import Noise, make_noise, perturbation_ids
+from esvo.core.mixing import ImportanceMixing, Origin, Pool, block_rows, mix, pool_points
+from esvo.core.noise import ArrayNoise, Noise, make_noise, perturbation_ids
 from esvo.core.optimizers import Optimizer, OptState, make_optimizer
 from esvo.core.shaping import SHAPINGS, Shaping
 
@@ -112,6 +114,8 @@ class SearchState:
     # the two (``Strategy.keeps_prev``); None otherwise, at generation 0 and after a restart.
     prev_mean: np.ndarray | None = None
     prev_dist: SearchParams | None = None
+    # Importance mixing: this generation's population, member by member (esvo.core.mixing)
+    pool: Pool | None = None
 
     @property
     def sigma(self) -> np.ndarray:
@@ -139,6 +143,8 @@ class SearchState:
             out["prev/mean"] = self.prev_mean
             out["prev/sigma"] = self.prev_dist.sigma
             out.update({f"prev/dist/{k}": v for k, v in self.prev_dist.to_arrays().items()})
+        if self.pool is not None:
+            out.update(self.pool.to_arrays())
         return out
 
     @classmethod
@@ -177,19 +183,33 @@ class SearchState:
             restart=restart,
             prev_mean=prev_mean,
             prev_dist=prev_dist,
+            pool=Pool.from_arrays(arrays, kind),
         )
 
 
 @dataclass(frozen=True)
 class Ask:
-    """A whole population named by ids: candidates ``mean ± step(z(ids[k]))``."""
+    """A population named by ids: candidates ``mean ± step(z(ids[k]))``.
+
+    With importance mixing, only the members ``members[k, c]`` (``c = 0``: ``+z``, ``1``:
+    ``-z``) are to be evaluated (``tell`` ignores the others' fitness), and the members
+    ``kept`` of the previous population complete it with their old fitness.
+    """
 
     generation: int
     ids: np.ndarray  # (num_pairs,) uint64
+    members: np.ndarray | None = None  # (num_pairs, 2) bool; None: all
+    kept: np.ndarray | None = None  # indices into the state's pool; None: no mixing
+    draws: int = 0  # fresh pairs looked at by importance mixing
 
     @property
     def num_pairs(self) -> int:
         return len(self.ids)
+
+    @property
+    def evaluations(self) -> int:
+        """Candidates to evaluate."""
+        return 2 * len(self.ids) if self.members is None else int(self.members.sum())
 
 
 def default_num_pairs(dim: int, distribution: str = DEFAULT_DISTRIBUTION) -> int:
@@ -228,6 +248,9 @@ class Strategy:
             itself; a decay not scaled by ``Sigma`` would grow like ``lambda / sigma^2``
             against the gradient as sigma shrinks and stall the search.
         restarts: IPOP restarts (``Restarts``); ``None``: none.
+        importance_mixing: reuse the previous population's members and their fitness
+            (``esvo.core.mixing``); ``None``: off. ``num_pairs`` then counts the population
+            (``2 num_pairs`` members), of which only the fresh ones are evaluated.
         seed: run seed; with the generation and pair index it names every perturbation.
         noise: a ``Noise`` (of the distribution's noise dimension), or ``"table"`` /
             ``"generator"`` / ``"auto"`` (by dimension).
@@ -250,6 +273,7 @@ class Strategy:
         optimizer: Optimizer | None = None,
         weight_decay: float = 0.0,
         restarts: Restarts | None = None,
+        importance_mixing: ImportanceMixing | None = None,
         seed: int = 0,
         noise: Noise | str = "auto",
     ):
@@ -276,6 +300,9 @@ class Strategy:
         self.optimizer = make_optimizer(DEFAULT_OPTIMIZER) if optimizer is None else optimizer
         self.weight_decay = float(weight_decay)
         self.restarts = restarts
+        if importance_mixing is not None and top_k is not None:
+            raise ValueError("top_k ranks pairs; importance mixing mixes single members")
+        self.importance_mixing = importance_mixing
         self.seed = int(seed)
         noise_dim = distribution.noise_dim(self.dim)
         if isinstance(noise, str):
@@ -291,7 +318,7 @@ class Strategy:
     def keeps_prev(self) -> bool:
         """Whether states carry the previous generation's distribution (``prev_mean``,
         ``prev_dist``): features that compare the two distributions need it."""
-        return False
+        return self.importance_mixing is not None
 
     # ------------------------------------------------------------------ ask/tell
     def init(self, theta0: np.ndarray) -> SearchState:
@@ -311,7 +338,15 @@ class Strategy:
 
     def ask(self, state: SearchState) -> Ask:
         n = state.num_pairs or self.num_pairs
-        return Ask(state.generation, perturbation_ids(self.seed, state.generation, n))
+        im = self.importance_mixing
+        if im is None or state.pool is None or state.prev_mean is None:
+            ids = perturbation_ids(self.seed, state.generation, n)
+            return Ask(state.generation, ids, kept=None if im is None else np.empty(0, np.int64))
+        assert state.prev_dist is not None
+        new = Origin(state.generation, state.mean, state.dist)
+        old = Origin(state.generation - 1, state.prev_mean, state.prev_dist)
+        m = mix(self.distribution, im, state.pool, new, old, self.noise, self.seed, 2 * n)
+        return Ask(state.generation, m.ids, m.members, m.kept, m.draws)
 
     def population(self, state: SearchState, ask: Ask) -> np.ndarray:
         """The candidates as an array ``(num_pairs, 2, d)``: ``[k, 0] = mean + step(z_k)``,
@@ -351,12 +386,29 @@ class Strategy:
         if f.shape != (ask.num_pairs, 2):
             raise ValueError(f"fitness must have shape ({ask.num_pairs}, 2), got {f.shape}")
         signed = f if self.maximize else -f  # higher is better from here on
-        finite = np.isfinite(signed)
-        u = self.utilities(signed)
+        asked = np.ones(f.shape, bool) if ask.members is None else np.asarray(ask.members, bool)
+        finite = np.isfinite(signed) & asked
+        mixing, pool = ask.kept is not None, None
+        if mixing:  # the population is the kept members plus the asked fresh ones
+            assert ask.kept is not None
+            pool = state.pool.take(ask.kept) if state.pool is not None else None
+            kept_signed = np.empty(0) if pool is None else pool.fitness.copy()
+            if not self.maximize:
+                kept_signed = -kept_signed
+            scores = np.concatenate([signed[asked], kept_signed])
+            u_all = self.shaping(scores)
+            u = np.zeros_like(signed)
+            u[asked] = u_all[: int(asked.sum())]
+            u_kept = u_all[int(asked.sum()) :]
+        else:
+            u = self.utilities(signed)
         a, b = u[:, 0] - u[:, 1], u[:, 0] + u[:, 1]
 
         dist = self.distribution
-        grads = dist.gradients(state.dist, self.noise, ask.ids, a, b, with_sigma=self.sigma_lr != 0)
+        with_sigma = self.sigma_lr != 0
+        grads = dist.gradients(state.dist, self.noise, ask.ids, a, b, with_sigma=with_sigma)
+        if mixing and pool is not None and len(pool):
+            grads = _add(grads, self._kept_gradients(state, pool, u_kept, with_sigma))
         g_mean = grads.mean
         if self.weight_decay:  # natural gradient of -lambda/2 ||mean||^2: -lambda Sigma mean
             g_mean = g_mean - self.weight_decay * dist.cov_times(state.dist, state.mean)
@@ -381,6 +433,10 @@ class Strategy:
                 best_theta = state.mean + (1 - 2 * side) * step
                 best_fitness = float(f[k, side])
 
+        new_pool = None
+        if mixing:
+            new_pool = _next_pool(pool, Origin(state.generation, state.mean, state.dist), ask, f)
+        n_pop = ask.num_pairs if not mixing else (state.num_pairs or self.num_pairs)
         next_state = SearchState(
             state.generation + 1,
             mean,
@@ -388,12 +444,16 @@ class Strategy:
             opt,
             best_theta,
             best_fitness,
-            ask.num_pairs,
+            n_pop,
             state.restart,
             state.mean if self.keeps_prev else None,
             state.dist if self.keeps_prev else None,
+            new_pool,
         )
+        # the population's scores: the evaluated members, and the kept ones
         fin = f[finite]
+        if mixing and pool is not None:
+            fin = np.concatenate([fin, pool.fitness[np.isfinite(pool.fitness)]])
         scale_mean, scale_min, scale_max = params.scale_stats()
         # ||delta|| / ||mean||, the old mean's norm, or the new one's from a zero start
         mean_norm = float(np.linalg.norm(state.mean)) or float(np.linalg.norm(mean))
@@ -406,15 +466,37 @@ class Strategy:
             "sigma_max": scale_max,
             "grad_norm": float(np.linalg.norm(g_mean)),
             "update_ratio": float(np.linalg.norm(delta)) / mean_norm if mean_norm else 0.0,
-            "nonfinite": int((~finite).sum()),
-            "num_pairs": ask.num_pairs,
+            "nonfinite": int((~finite & asked).sum()),
+            "num_pairs": n_pop,
+            "gen_evaluations": ask.evaluations,
             **dist_metrics,
         }
+        if mixing:
+            metrics["reused"] = 0 if pool is None else len(pool)
+            metrics["mix_draws"] = ask.draws
         if self.restarts is not None:
             gen_best = float(signed[finite].max()) if finite.any() else -math.inf
             next_state, restart_metrics = self._restart(next_state, gen_best)
             metrics.update(restart_metrics)
         return next_state, metrics
+
+    def _kept_gradients(
+        self, state: SearchState, pool: Pool, u: np.ndarray, with_sigma: bool
+    ) -> Gradients:
+        """The kept members' terms of the natural gradient: each member is placed in the
+        current distribution's frame (``whiten``) and enters as a pair with one member
+        (``a = b = u``), in blocks of rows."""
+        dist, total = self.distribution, None
+        rows = block_rows(self.dim)
+        for k0 in range(0, len(pool), rows):
+            idx = np.arange(k0, min(k0 + rows, len(pool)))
+            z = dist.whiten(state.dist, pool_points(pool, idx, self.noise) - state.mean)
+            g = dist.gradients(
+                state.dist, ArrayNoise(z), np.arange(len(idx)), u[idx], u[idx], with_sigma
+            )
+            total = g if total is None else _add(total, g)
+        assert total is not None
+        return total
 
     # ------------------------------------------------------------------ restarts
     def _restart(self, state: SearchState, gen_best: float) -> tuple[SearchState, dict]:
@@ -449,6 +531,35 @@ class Strategy:
             RestartState(count, -math.inf, state.generation),
         )
         return fresh, {"restart": 1, "restarts": count, "restart_reason": reason}
+
+
+def _add(g: Gradients, h: Gradients) -> Gradients:
+    """The sum of two parts of one estimate (every estimate is linear in the utilities)."""
+    cov = None if g.cov is None or h.cov is None else g.cov + h.cov
+    return Gradients(g.mean + h.mean, g.log_sigma + h.log_sigma, cov)
+
+
+def _next_pool(kept: Pool | None, origin: Origin, ask: Ask, fitness: np.ndarray) -> Pool:
+    """The population just scored, member by member: the kept members, then the evaluated
+    fresh ones (pair order, ``+z`` before ``-z``) drawn from ``origin``."""
+    members = np.ones((ask.num_pairs, 2), bool) if ask.members is None else ask.members
+    k, c = np.nonzero(members)
+    fresh = Pool(
+        np.full(len(k), origin.generation, np.int64),
+        ask.ids[k].astype(np.uint64),
+        (1 - 2 * c).astype(np.int8),
+        fitness[k, c].astype(np.float64),
+        (origin,),
+    )
+    if kept is None or not len(kept):
+        return fresh
+    return Pool(
+        np.concatenate([kept.origin, fresh.origin]),
+        np.concatenate([kept.ids, fresh.ids]),
+        np.concatenate([kept.sign, fresh.sign]),
+        np.concatenate([kept.fitness, fresh.fitness]),
+        (*kept.origins, origin),
+    )
 
 
 def _mix(seed: int, restart: int) -> int:

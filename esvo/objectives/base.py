@@ -67,6 +67,8 @@ class FunctionObjective:
             pair = np.stack([spec.mean + step, spec.mean - step])
             fitness[k] = self.f(pair)
             collapsed[k] = np.array_equal(pair[0], pair[1])
+        if task.members is not None:  # a function costs nothing to skip; NaN marks "not asked"
+            fitness[~task.members] = np.nan
         steps = np.zeros((m, 2), dtype=np.int64)
         return Results(task.generation, task.indices, fitness, steps, collapsed=collapsed)
 

@@ -16,8 +16,13 @@ from esvo.protocol import GenerationSpec, Results, chunk_tasks
 
 
 class Evaluator(Protocol):
-    def evaluate(self, spec: GenerationSpec, ids: np.ndarray) -> Results:
-        """Scores all pairs ``ids[k]`` (k = pair index); results ordered by pair index."""
+    def evaluate(
+        self, spec: GenerationSpec, ids: np.ndarray, members: np.ndarray | None = None
+    ) -> Results:
+        """Scores all pairs ``ids[k]`` (k = pair index); results ordered by pair index.
+        ``members`` ``(n, 2)``: only these members are wanted (``Task.members``); it is
+        passed only when set, so an evaluator without the argument still serves runs
+        without importance mixing."""
         ...
 
     def evaluate_mean(self, spec: GenerationSpec, episodes: int) -> tuple[np.ndarray, int]:
@@ -42,8 +47,10 @@ class SerialEvaluator:
         self.chunk_size = chunk_size
         self.last_stats: dict = {}
 
-    def evaluate(self, spec: GenerationSpec, ids: np.ndarray) -> Results:
-        tasks = chunk_tasks(spec.generation, ids, self.chunk_size)
+    def evaluate(
+        self, spec: GenerationSpec, ids: np.ndarray, members: np.ndarray | None = None
+    ) -> Results:
+        tasks = chunk_tasks(spec.generation, ids, self.chunk_size, members)
         return Results.concat([self.objective.evaluate(spec, t, self.noise) for t in tasks])
 
     def evaluate_mean(self, spec: GenerationSpec, episodes: int) -> tuple[np.ndarray, int]:

@@ -147,7 +147,9 @@ def chunk_count(
     return max(1, min(num_pairs, most, full))
 
 
-def balanced_tasks(generation: int, ids: np.ndarray, num_chunks: int) -> list[Task]:
+def balanced_tasks(
+    generation: int, ids: np.ndarray, num_chunks: int, members: np.ndarray | None = None
+) -> list[Task]:
     """``num_chunks`` contiguous chunks whose sizes differ by at most one.
 
     Unlike fixed-size chunks (``chunk_tasks``), a small population still splits evenly over the
@@ -155,7 +157,11 @@ def balanced_tasks(generation: int, ids: np.ndarray, num_chunks: int) -> list[Ta
     (6 + 4); measured in scripts/bench_throughput.py (HalfCheetah, 10 pairs).
     """
     parts = np.array_split(np.arange(len(ids)), num_chunks)
-    return [Task(generation, p, ids[p[0] : p[-1] + 1]) for p in parts if len(p)]
+    return [
+        Task(generation, p, ids[p[0] : p[-1] + 1], None if members is None else members[p])
+        for p in parts
+        if len(p)
+    ]
 
 
 def wire_size(obj) -> int:
@@ -500,13 +506,16 @@ class RayEvaluator:
             num_pairs, self.num_workers, self.chunks_per_worker, self.min_chunk_pairs
         )
 
-    def evaluate(self, spec: GenerationSpec, ids: np.ndarray) -> Results:
-        """Scores all pairs ``ids[k]``; results ordered by pair index."""
+    def evaluate(
+        self, spec: GenerationSpec, ids: np.ndarray, members: np.ndarray | None = None
+    ) -> Results:
+        """Scores all pairs ``ids[k]`` (only ``members[k, c]`` if given); results ordered by
+        pair index."""
         t0 = time.perf_counter()
         if self._elastic:
             self._grow()
         spec_ref = ray.put(spec)  # once; every task gets the reference
-        tasks = balanced_tasks(spec.generation, np.asarray(ids), self.num_chunks(len(ids)))
+        tasks = balanced_tasks(spec.generation, np.asarray(ids), self.num_chunks(len(ids)), members)
         out, stats = self._run([("evaluate", (spec_ref, t)) for t in tasks])
         parts = [r for r, _, _ in out]
         results = Results.concat(parts)

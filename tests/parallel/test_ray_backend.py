@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from esvo.core import NoiseGenerator, NoiseTable, Strategy, make_distribution
+from esvo.core.mixing import ImportanceMixing
 from esvo.core.running_stat import RunningStat
 from esvo.objectives.base import make_objective
 from esvo.parallel import SerialEvaluator
@@ -36,6 +37,7 @@ def make_strategy(
     noise_kind: str = "generator",
     num_pairs: int = 12,
     distribution: str = "separable",
+    mixing: bool = False,
 ):
     objective = make_objective(**objective_spec)
     dim = objective.num_params
@@ -49,6 +51,7 @@ def make_strategy(
         num_pairs=num_pairs,
         noise=noise,
         seed=SEED,
+        importance_mixing=ImportanceMixing() if mixing else None,
     )
     return strategy, objective
 
@@ -59,10 +62,13 @@ def trajectory(
     generations: int = 4,
     noise_kind="generator",
     distribution="separable",
+    mixing=False,
 ):
     """The trainer's loop in miniature (ask, evaluate, tell, merge obs stats): per generation
     the arrays that must match bitwise, and the evaluator's stats."""
-    strategy, objective = make_strategy(objective_spec, noise_kind, distribution=distribution)
+    strategy, objective = make_strategy(
+        objective_spec, noise_kind, distribution=distribution, mixing=mixing
+    )
     state = strategy.init(objective.initial_params(SEED))
     obs = RunningStat.zeros(objective.obs_dim) if objective.obs_dim else None
     arrays, stats = [], []
@@ -77,7 +83,10 @@ def trajectory(
             obs_std=None if obs is None else obs.std(),
             search=state.dist,
         )
-        results = evaluator.evaluate(spec, ask.ids)
+        if ask.members is None:
+            results = evaluator.evaluate(spec, ask.ids)
+        else:
+            results = evaluator.evaluate(spec, ask.ids, ask.members)
         state, _ = strategy.tell(state, ask, results.fitness)
         row = [state.mean, state.sigma, *state.dist.to_arrays().values()]
         row += [results.fitness, results.steps]
@@ -85,6 +94,8 @@ def trajectory(
             s = results.obs_stats
             obs = obs.merge_sums(s.count.sum(), s.sum.sum(axis=0), s.sumsq.sum(axis=0))
             row += [obs.mean, obs.m2]
+        if mixing:  # which members were asked for and kept
+            row += [ask.ids, ask.members if ask.members is not None else np.ones(1), ask.kept]
         arrays.append(row)
         stats.append(dict(getattr(evaluator, "last_stats", {})))
     return arrays, stats
@@ -95,11 +106,12 @@ def assert_bitwise(a, b):
     for g, (row_a, row_b) in enumerate(zip(a, b, strict=True)):
         for x, y in zip(row_a, row_b, strict=True):
             assert x.dtype == y.dtype and x.shape == y.shape
-            assert np.array_equal(x, y), f"generation {g} differs"
+            nan = x.dtype.kind == "f"  # NaN: a member importance mixing did not ask for
+            assert np.array_equal(x, y, equal_nan=nan), f"generation {g} differs"
 
 
 def serial_trajectory(
-    objective_spec, noise_kind="generator", generations=4, distribution="separable"
+    objective_spec, noise_kind="generator", generations=4, distribution="separable", mixing=False
 ):
     strategy, _ = make_strategy(objective_spec, noise_kind, distribution=distribution)
     return trajectory(
@@ -108,6 +120,7 @@ def serial_trajectory(
         generations,
         noise_kind,
         distribution,
+        mixing,
     )[0]
 
 
@@ -164,8 +177,32 @@ def test_correlated_distributions_serial_equal_ray_1_and_2_workers(
         assert_bitwise(expected, got)
 
 
-@pytest.mark.parametrize("distribution", ["separable", "full", "lowrank"])
-def test_worker_killed_mid_generation_same_trajectory(ray_session, tmp_path, distribution):
+@pytest.mark.parametrize("objective", [SPHERE, CARTPOLE], ids=["sphere", "cartpole"])
+def test_importance_mixing_serial_equals_ray_1_and_2_workers(ray_session, objective):
+    # only the members asked for travel back scored; which ones, and which old members are
+    # kept, is decided on the driver from ids: the same with any number of workers
+    if objective is CARTPOLE:
+        pytest.importorskip("gymnasium")
+    expected = serial_trajectory(objective, generations=4, mixing=True)
+    kept = [len(row[-1]) for row in expected]
+    assert kept[0] == 0 and min(kept[1:]) > 0, kept  # old members were reused
+    asked = expected[-1][-2]
+    assert not asked.all(), "every fresh member was evaluated: no single members asked for"
+    strategy, _ = make_strategy(objective, mixing=True)
+    for num_workers, chunks in [(1, 4), (2, 3)]:
+        with RayEvaluator(
+            objective, strategy.noise.spec(), num_workers=num_workers, chunks_per_worker=chunks
+        ) as ev:
+            got, _ = trajectory(ev, objective, mixing=True)
+        assert_bitwise(expected, got)
+
+
+@pytest.mark.parametrize(
+    ("distribution", "mixing"),
+    [("separable", False), ("full", False), ("lowrank", False), ("separable", True)],
+    ids=["separable", "full", "lowrank", "separable-mixing"],
+)
+def test_worker_killed_mid_generation_same_trajectory(ray_session, tmp_path, distribution, mixing):
     spec = {
         "kind": "python",
         "target": SLOW,
@@ -175,7 +212,7 @@ def test_worker_killed_mid_generation_same_trajectory(ray_session, tmp_path, dis
         "block_generation": 1,
         "block_pair": 4,  # the middle of chunk [3, 4, 5]
     }
-    expected = serial_trajectory(SPHERE, generations=3, distribution=distribution)
+    expected = serial_trajectory(SPHERE, generations=3, distribution=distribution, mixing=mixing)
     strategy, _ = make_strategy(SPHERE, distribution=distribution)
     killed: list[int] = []
 
@@ -193,7 +230,7 @@ def test_worker_killed_mid_generation_same_trajectory(ray_session, tmp_path, dis
     with RayEvaluator(spec, strategy.noise.spec(), num_workers=2, chunks_per_worker=2) as ev:
         killer = threading.Thread(target=kill_blocked_worker, daemon=True)
         killer.start()
-        got, stats = trajectory(ev, spec, generations=3, distribution=distribution)
+        got, stats = trajectory(ev, spec, 3, distribution=distribution, mixing=mixing)
         killer.join(timeout=5)
         pids = ev.worker_pids()
     assert killed, "the blocking pair was never reached"

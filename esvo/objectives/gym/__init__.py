@@ -160,6 +160,8 @@ class GymObjective:
         episodes = []
         for i, pair in enumerate(task.indices):
             for c in (0, 1):
+                if not task.wants(i, c):  # importance mixing: this member is not evaluated
+                    continue
                 for e in range(num_eps):
                     key = (spec.seed, spec.generation, int(pair), e)
                     episodes.append(
@@ -190,11 +192,14 @@ class GymObjective:
     def _collect(self, task: Task, res: list[EpisodeResult], collapsed: np.ndarray) -> Results:
         """Per-member mean return and step totals; per-pair observation sums, in a fixed order."""
         m, num_eps = len(task.ids), self.episodes_per_eval
-        by_member = [res[j * num_eps : (j + 1) * num_eps] for j in range(2 * m)]
-        fitness = np.empty((m, 2))
+        wanted = [j for j in range(2 * m) if task.wants(*divmod(j, 2))]
+        by_member: dict[int, list[EpisodeResult]] = {
+            j: res[n * num_eps : (n + 1) * num_eps] for n, j in enumerate(wanted)
+        }
+        fitness = np.full((m, 2), np.nan)  # NaN: a member not asked for
         steps = np.zeros((m, 2), dtype=np.int64)
         errors = [r.error for r in res if r.error is not None]
-        for j, eps in enumerate(by_member):
+        for j, eps in by_member.items():
             i, c = divmod(j, 2)
             fitness[i, c] = (
                 np.nan if any(r.error for r in eps) else sum(r.ret for r in eps) / num_eps
@@ -205,7 +210,7 @@ class GymObjective:
             k = self.policy.obs_dim
             count = np.zeros(m, dtype=np.int64)
             total, total_sq = np.zeros((m, k)), np.zeros((m, k))
-            for j, eps in enumerate(by_member):
+            for j, eps in by_member.items():
                 i = j // 2
                 for r in eps:
                     if r.error is None and r.obs_count:
