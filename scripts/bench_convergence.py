@@ -20,7 +20,14 @@
     whose distribution or `Restarts` this esvo does not have print n/a, with the reason below.
     The "goal" column checks the targets set for esvo's full and low-rank distributions.
 
-    python scripts/bench_convergence.py [--suite nes|compare] [--seeds N] [--only NAME]
+--suite mixing (5 seeds): importance mixing (esvo.core.mixing) on and off, side by side, with
+    the NES defaults and the nes suite's starts and targets (the mean must reach the target):
+    *new* evaluations (the ones importance mixing does not reuse) to target, median and range;
+    then the reuse rate against d on the sphere (d = 2 ... 10^4), with the Mahalanobis length
+    delta of the mean's step and the equal-covariance prediction (1 - alpha) 2 Phi(-delta/2)
+    (research.md §(c)) beside it: the thesis' question of importance weights in high d.
+
+    python scripts/bench_convergence.py [--suite nes|compare|mixing] [--seeds N] [--only NAME]
 """
 
 from __future__ import annotations
@@ -459,14 +466,141 @@ def goal_text(goal, med, low, runs) -> str:
     return f"{text}: {'pass' if passed else 'FAIL'}"
 
 
+BOTH = ("isotropic", "separable")
+MIXING = [  # name, d, theta0, target, cap on new evaluations, distributions
+    ("sphere", 10, 1.0, 1e-8, 40_000, BOTH),
+    ("sphere", 100, 1.0, 1e-8, 400_000, BOTH),
+    ("rosenbrock", 2, 0.0, 1e-8, 800_000, BOTH),
+    ("himmelblau", 2, 0.0, 1e-4, 10_000, BOTH),
+    ("rastrigin", 2, 0.5, 1e-8, 40_000, BOTH),
+    # axis-aligned, condition 1e6: one sigma cannot (the isotropic runs would only hit the cap)
+    ("ellipsoid", 10, 1.0, 1e-8, 400_000, ("separable",)),
+    # isotropic needs ~1.4M evaluations here (the nes suite): separable only, for time
+    ("rosenbrock", 10, 0.0, 1e-6, 3_000_000, ("separable",)),
+]
+
+
+def mixing_run(name, dim, theta0, target, cap, distribution, mixing, seed):
+    """New evaluations until the mean reaches ``target`` (None: not within ``cap``), the
+    mean reuse fraction, and the generations."""
+    from esvo.core.mixing import ImportanceMixing
+
+    f = FUNCTIONS[name]
+    s = Strategy(
+        dim,
+        maximize=False,
+        distribution=distribution,
+        sigma_init=0.5,
+        seed=seed,
+        importance_mixing=ImportanceMixing() if mixing else None,
+    )
+    st, evals, reused, gens = s.init(np.full(dim, theta0)), 0, [], 0
+    while evals < cap and not done(name, st, f, target):
+        a = s.ask(st)
+        fit = f(s.population(st, a))
+        evals += a.evaluations
+        st, m = s.tell(st, a, fit)
+        reused.append(m.get("reused", 0) / (2 * s.num_pairs))
+        gens += 1
+    return (evals if done(name, st, f, target) else None), float(np.mean(reused)), gens
+
+
+def mixing_suite(seeds: int, only: str | None) -> None:
+    header = (
+        f"{'problem':<15} {'target':>6} {'distribution':>12} {'mixing':>6} {'reached':>7}"
+        f" {'median':>10} {'range':>19} {'reuse':>6} {'ratio':>6}  new evaluations per seed"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, dim, theta0, target, cap, dists in MIXING:
+        title = f"{name} d={dim}"
+        if only and only not in title:
+            continue
+        for dist in dists:
+            med = {}
+            for mixing in (False, True):
+                rs = [
+                    mixing_run(name, dim, theta0, target, cap, dist, mixing, k)
+                    for k in range(seeds)
+                ]
+                ok = [r[0] for r in rs if r[0] is not None]
+                med[mixing] = median([math.inf if r[0] is None else r[0] for r in rs])
+                span = f"{min(ok):,}–{max(ok):,}" if len(ok) == len(rs) else f"{len(ok)} ok"
+                ratio = f"{med[True] / med[False]:.2f}" if mixing and med[False] else ""
+                shown = ", ".join("cap" if r[0] is None else f"{r[0]:,}" for r in rs)
+                print(
+                    f"{title:<15} {target:>6.0e} {dist:>12} {'on' if mixing else 'off':>6}"
+                    f" {len(ok):>5}/{len(rs)} {count(med[mixing]):>10} {span:>19}"
+                    f" {np.mean([r[1] for r in rs]):>6.2f} {ratio:>6}  {shown}",
+                    flush=True,
+                )
+    print()
+    if not only:
+        reuse_against_d(seeds)
+
+
+def reuse_against_d(seeds: int, generations: int = 150) -> None:
+    """The reuse rate on the sphere from x0 = 1, sigma0 = 0.5 over the first generations (or
+    until the mean is within 1e-8), by d."""
+    from scipy.stats import norm
+
+    from esvo.core.mixing import ImportanceMixing
+
+    alpha = ImportanceMixing().min_refresh
+    header = (
+        f"{'d':>6} {'distribution':>12} {'pairs':>5} {'gens':>5} {'reuse':>6}"
+        f" {'delta':>7} {'predicted':>9} {'|dlog sigma|':>12}"
+    )
+    print("reuse against d: sphere, median over seeds of the per-run means")
+    print(header)
+    print("-" * len(header))
+    for dim in (2, 10, 100, 1000, 10_000):
+        for dist in ("isotropic", "separable"):
+            runs = []
+            for seed in range(seeds):
+                s = Strategy(
+                    dim,
+                    maximize=False,
+                    distribution=dist,
+                    sigma_init=0.5,
+                    seed=seed,
+                    importance_mixing=ImportanceMixing(),
+                )
+                st = s.init(np.ones(dim))
+                reuse, delta, pred, dls = [], [], [], []
+                for _ in range(generations):
+                    a = s.ask(st)
+                    old = st
+                    st, m = s.tell(st, a, FUNCTIONS["sphere"](s.population(st, a)))
+                    dl = np.linalg.norm((st.mean - old.mean) / old.sigma)
+                    reuse.append(m["reused"] / (2 * s.num_pairs))
+                    delta.append(dl)
+                    pred.append((1 - alpha) * 2 * norm.cdf(-dl / 2))
+                    dls.append(np.mean(np.abs(np.log(st.sigma / old.sigma))))
+                    if FUNCTIONS["sphere"](st.mean) < 1e-8:
+                        break
+                # the reuse of generation t+1 follows the step of generation t
+                runs.append(
+                    (np.mean(reuse[1:]), np.mean(delta[:-1]), np.mean(pred[:-1]), np.mean(dls))
+                )
+            r = np.median(np.array(runs), axis=0)
+            print(
+                f"{dim:>6,} {dist:>12} {s.num_pairs:>5} {len(reuse):>5} {r[0]:>6.3f}"
+                f" {r[1]:>7.2f} {r[2]:>9.3f} {r[3]:>12.4f}",
+                flush=True,
+            )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--suite", choices=("nes", "compare"), default="nes")
-    p.add_argument("--seeds", type=int, help="default 3 (nes), 5 (compare)")
+    p.add_argument("--suite", choices=("nes", "compare", "mixing"), default="nes")
+    p.add_argument("--seeds", type=int, help="default 3 (nes), 5 (compare, mixing)")
     p.add_argument("--only", help="compare: only problems whose title contains this, e.g. 'd=1000'")
     args = p.parse_args()
     if args.suite == "nes":
         nes_suite(args.seeds or 3)
+    elif args.suite == "mixing":
+        mixing_suite(args.seeds or 5, args.only)
     else:
         compare_suite(args.seeds or 5, args.only)
 

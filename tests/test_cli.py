@@ -247,6 +247,18 @@ BROKEN += [  # found by a hostile tester: each must fail fast, in one line, with
     ("restarts_unknown_key", {"strategy": {"restarts": {"maxx": 2}}}, [],
      ["'strategy.restarts.maxx'", "did you mean 'max'"]),
     ("cov_lr_negative", {"strategy": {"cov_lr": -0.1}}, [], ["strategy.cov_lr = -0.1", ">= 0"]),
+    # sample efficiency
+    ("mixing_refresh_zero", {"strategy": {"importance_mixing": {"enabled": True,
+                                                                "min_refresh": 0}}}, [],
+     ["strategy.importance_mixing.min_refresh = 0", "(0, 1]"]),
+    ("mixing_refresh_above_1", {}, ["strategy.importance_mixing.min_refresh=1.5"],
+     ["strategy.importance_mixing.min_refresh = 1.5", "(0, 1]"]),
+    ("mixing_enabled_not_bool", {"strategy": {"importance_mixing": {"enabled": "yes"}}}, [],
+     ["strategy.importance_mixing.enabled = 'yes'"]),
+    ("mixing_unknown_key", {"strategy": {"importance_mixing": {"min_refesh": 0.1}}}, [],
+     ["'strategy.importance_mixing.min_refesh'", "did you mean 'min_refresh'"]),
+    ("mixing_with_top_k", {"strategy": {"importance_mixing": {"enabled": True}, "top_k": 2}},
+     [], ["strategy.top_k = 2", "importance mixing"]),
 ]  # fmt: skip
 
 

@@ -15,6 +15,7 @@ from esvo.core.distributions import (
     make_distribution,
     snes_sigma_lr,
 )
+from esvo.core.mixing import ImportanceMixing
 from esvo.core.noise import (
     Noise,
     NoiseGenerator,
@@ -33,6 +34,7 @@ __all__ = [
     "SHAPINGS",
     "Ask",
     "Full",
+    "ImportanceMixing",
     "Isotropic",
     "LowRank",
     "Noise",
