@@ -16,8 +16,9 @@ from esvo.protocol import GenerationSpec, Results, chunk_tasks
 
 
 class Evaluator(Protocol):
-    def evaluate(self, spec: GenerationSpec, ids: np.ndarray) -> Results:
-        """Scores all pairs ``ids[k]`` (k = pair index); results ordered by pair index."""
+    def evaluate(self, spec: GenerationSpec, ids: np.ndarray, start: int = 0) -> Results:
+        """Scores all pairs ``ids[k]`` (pair index ``start + k``: it seeds the pair's
+        environments); results ordered by pair index."""
         ...
 
     def evaluate_mean(self, spec: GenerationSpec, episodes: int) -> tuple[np.ndarray, int]:
@@ -42,8 +43,8 @@ class SerialEvaluator:
         self.chunk_size = chunk_size
         self.last_stats: dict = {}
 
-    def evaluate(self, spec: GenerationSpec, ids: np.ndarray) -> Results:
-        tasks = chunk_tasks(spec.generation, ids, self.chunk_size)
+    def evaluate(self, spec: GenerationSpec, ids: np.ndarray, start: int = 0) -> Results:
+        tasks = chunk_tasks(spec.generation, ids, self.chunk_size, start)
         return Results.concat([self.objective.evaluate(spec, t, self.noise) for t in tasks])
 
     def evaluate_mean(self, spec: GenerationSpec, episodes: int) -> tuple[np.ndarray, int]:

@@ -147,15 +147,16 @@ def chunk_count(
     return max(1, min(num_pairs, most, full))
 
 
-def balanced_tasks(generation: int, ids: np.ndarray, num_chunks: int) -> list[Task]:
-    """``num_chunks`` contiguous chunks whose sizes differ by at most one.
+def balanced_tasks(generation: int, ids: np.ndarray, num_chunks: int, start: int = 0) -> list[Task]:
+    """``num_chunks`` contiguous chunks whose sizes differ by at most one; ``ids[k]`` is pair
+    ``start + k`` of the generation.
 
     Unlike fixed-size chunks (``chunk_tasks``), a small population still splits evenly over the
     workers: 10 pairs on 2 workers x 4 chunks are 2,2,1,...,1 (5 + 5 per worker), not 2,2,2,2,2
     (6 + 4); measured in scripts/bench_throughput.py (HalfCheetah, 10 pairs).
     """
     parts = np.array_split(np.arange(len(ids)), num_chunks)
-    return [Task(generation, p, ids[p[0] : p[-1] + 1]) for p in parts if len(p)]
+    return [Task(generation, start + p, ids[p[0] : p[-1] + 1]) for p in parts if len(p)]
 
 
 def wire_size(obj) -> int:
@@ -500,13 +501,14 @@ class RayEvaluator:
             num_pairs, self.num_workers, self.chunks_per_worker, self.min_chunk_pairs
         )
 
-    def evaluate(self, spec: GenerationSpec, ids: np.ndarray) -> Results:
-        """Scores all pairs ``ids[k]``; results ordered by pair index."""
+    def evaluate(self, spec: GenerationSpec, ids: np.ndarray, start: int = 0) -> Results:
+        """Scores all pairs ``ids[k]`` (pair index ``start + k``); results ordered by pair
+        index."""
         t0 = time.perf_counter()
         if self._elastic:
             self._grow()
         spec_ref = ray.put(spec)  # once; every task gets the reference
-        tasks = balanced_tasks(spec.generation, np.asarray(ids), self.num_chunks(len(ids)))
+        tasks = balanced_tasks(spec.generation, np.asarray(ids), self.num_chunks(len(ids)), start)
         out, stats = self._run([("evaluate", (spec_ref, t)) for t in tasks])
         parts = [r for r, _, _ in out]
         results = Results.concat(parts)
