@@ -18,6 +18,12 @@ sequence ``perturbation_ids(seed, generation, k)``) in waves of contiguous pair 
   trip to the workers), at most what is left to ``max_pairs``; all of that when ``S = 0`` (an
   objective without environment steps reaches ``max_pairs`` in two waves).
 
+Every wave is scored under the generation's one ``GenerationSpec`` (same mean, same frozen
+observation normalizer); the update shapes all the generation's pairs together, the
+normalizer merges the observations of all waves in pair order, ``num_pairs`` and
+``gen_env_steps`` count all waves, and only training steps count: the evaluation of the mean
+is neither part of the budget nor of ``env_steps``.
+
 **Cutoff.** Training episodes are truncated at ``cap`` steps; after a generation in which at
 least ``threshold`` of the training episodes were cut there (``EpisodeCutoff.next_cap``), the
 cap grows to ``max(cap + 1, int(growth * cap))``, never beyond the environment's own limit.
