@@ -209,19 +209,20 @@ def _load_checked(path: Path, overrides: Sequence[str]) -> Config:
     will need (``esvo.trainer.check_config``): everything short of running it. An error is
     attributed to the ``--set`` that caused it, if one did."""
     cfg = load_config(path, overrides)
-    num_params = _check_objective(cfg, path, overrides)
+    num_params, episode_limit = _check_objective(cfg, path, overrides)
     from esvo.trainer import check_config
 
     try:
-        check_config(cfg, num_params, str(path))
+        check_config(cfg, num_params, str(path), episode_limit)
     except ConfigError as e:
         raise e.with_source(error_source(path, overrides, e.key)) from None
     return cfg
 
 
-def _check_objective(cfg: Config, path: Path, overrides: Sequence[str]) -> int:
-    """Build the objective; returns its parameter count. Any exception of user code (a custom
-    env module, a python objective) becomes one line: which key, the type and last line."""
+def _check_objective(cfg: Config, path: Path, overrides: Sequence[str]) -> tuple[int, int | None]:
+    """Build the objective; returns its parameter count and episode limit (gym; else None).
+    Any exception of user code (a custom env module, a python objective) becomes one line:
+    which key, the type and last line."""
     from esvo.objectives.base import make_objective
 
     obj = cfg.objective
@@ -238,7 +239,7 @@ def _check_objective(cfg: Config, path: Path, overrides: Sequence[str]) -> int:
         source = error_source(path, overrides, key)
         raise _UsageError(f"{source}: {key} = {value!r}: {type(e).__name__}: {last}") from None
     try:
-        return int(objective.num_params)
+        return int(objective.num_params), getattr(objective, "episode_limit", None)
     finally:
         close = getattr(objective, "close", None)
         if callable(close):

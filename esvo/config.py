@@ -42,6 +42,7 @@ __all__ = [
     "CheckpointConfig",
     "Config",
     "ConfigError",
+    "EpisodeCutoffConfig",
     "EvaluationConfig",
     "FunctionObjectiveConfig",
     "GymObjectiveConfig",
@@ -51,6 +52,7 @@ __all__ = [
     "OptimizerConfig",
     "ParallelConfig",
     "PolicyConfig",
+    "PopulationConfig",
     "PythonObjectiveConfig",
     "RestartsConfig",
     "RunConfig",
@@ -196,6 +198,21 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
+class EpisodeCutoffConfig:
+    """The adaptive episode cutoff of OpenAI ES (``episode_cutoff_mode: adaptive``): training
+    episodes are truncated at a step cap that grows, ``cap <- max(cap + 1, int(growth * cap))``
+    up to the environment's own limit, after a generation in which at least ``threshold`` of
+    the training episodes reached it. The mean is always evaluated to the environment's limit."""
+
+    initial: int | None = _f(None, ge=1)
+    """the first generation's cap in steps (null: no cutoff; at most the env's own limit)"""
+    growth: float = _f(2.0, gt=1, le=1000)
+    """factor the cap grows by"""
+    threshold: float = _f(0.5, gt=0, le=1)
+    """fraction of a generation's training episodes that must reach the cap for it to grow"""
+
+
+@dataclass(frozen=True)
 class GymObjectiveConfig:
     """A gymnasium environment: fitness is the episode return of a policy (maximized)."""
 
@@ -228,13 +245,18 @@ class GymObjectiveConfig:
     """lower bound on the observation std used for normalization"""
     lockstep: int = _f(8, ge=1, le=4096)
     """environments stepped together per worker (batched policy forward)"""
+    episode_cutoff: EpisodeCutoffConfig = field(default_factory=EpisodeCutoffConfig)
+    """adaptive step cap of training episodes (off by default: ``initial: null``)"""
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **_plain_fields(self)}
 
     def to_spec(self) -> dict[str, Any]:
-        """Arguments of ``esvo.objectives.base.make_objective``."""
-        return self.to_dict()
+        """Arguments of ``esvo.objectives.base.make_objective`` (the cutoff is the trainer's:
+        its cap travels in each generation's spec)."""
+        spec = self.to_dict()
+        del spec["episode_cutoff"]
+        return spec
 
 
 @dataclass(frozen=True)
@@ -318,6 +340,25 @@ class ImportanceMixingConfig:
 
 
 @dataclass(frozen=True)
+class PopulationConfig:
+    """A population budgeted by environment steps (OpenAI ES's ``timesteps_per_batch``,
+    EvoTorch's ``num_interactions``): pairs are scored in waves until the generation has used
+    at least ``env_steps`` training steps or has ``max_pairs`` pairs. The first wave has
+    ``min_pairs`` pairs; each later one the pairs the steps per pair seen so far say are
+    missing, ``ceil((env_steps - S) * n / S)`` after ``n`` pairs and ``S`` steps (at least
+    ``ceil(min_pairs / 4)``, at most what is left to ``max_pairs``; all of it when ``S = 0``).
+    A pure function of the returned step counts: independent of workers, timing and resume."""
+
+    env_steps: int | None = _f(None, ge=1)
+    """training env steps per generation, at least (null: a fixed population, num_pairs);
+    not for ``objective.kind: function`` (no env steps)"""
+    min_pairs: int | None = _f(None, ge=1)
+    """pairs of the first wave (null: strategy.num_pairs, or its default from d)"""
+    max_pairs: int | None = _f(None, ge=1)
+    """most pairs of a generation (null: 8 * min_pairs; >= min_pairs)"""
+
+
+@dataclass(frozen=True)
 class StrategyConfig:
     """The search distribution and its update (arguments of ``esvo.core.Strategy``, with the
     same defaults: NES log-utilities; OpenAI-ES settings are ``shaping: centered_ranks`` with
@@ -366,6 +407,8 @@ class StrategyConfig:
     """IPOP restarts (off by default: ``max: 0``)"""
     importance_mixing: ImportanceMixingConfig = field(default_factory=ImportanceMixingConfig)
     """reuse of the previous population's samples (off by default)"""
+    population: PopulationConfig = field(default_factory=PopulationConfig)
+    """a population budgeted by env steps (off by default: ``env_steps: null``)"""
 
 
 # Ranges of optimizer options by name (their types come from the optimizer's dataclass).
@@ -697,6 +740,12 @@ def _check_cross_fields(cfg: Config, source: str) -> None:
     if k is not None and n is not None and k > n:
         allowed = f"an integer <= strategy.num_pairs = {n}, or null"
         raise ConfigError(source, "strategy.top_k", k, allowed)
+    if strategy.importance_mixing.enabled and strategy.population.env_steps is not None:
+        allowed = "null with strategy.importance_mixing.enabled (importance mixing keeps a "
+        allowed += "population of a fixed size, strategy.num_pairs pairs)"
+        raise ConfigError(
+            source, "strategy.population.env_steps", strategy.population.env_steps, allowed
+        )
     if k is not None and strategy.importance_mixing.enabled:
         allowed = "null with strategy.importance_mixing.enabled (top_k ranks pairs; importance "
         allowed += "mixing splits them into members)"
@@ -707,6 +756,46 @@ def _check_cross_fields(cfg: Config, source: str) -> None:
     if strategy.sigma_max <= strategy.sigma_min:
         allowed = f"a number > strategy.sigma_min = {strategy.sigma_min!r}"
         raise ConfigError(source, "strategy.sigma_max", strategy.sigma_max, allowed)
+    pop = strategy.population
+    if pop.env_steps is not None:
+        if isinstance(obj, FunctionObjectiveConfig):
+            problem = (
+                f"strategy.population.env_steps = {pop.env_steps!r} needs an objective that "
+                "takes environment steps; objective.kind 'function' takes none (use "
+                "strategy.num_pairs, or null)"
+            )
+            allowed = "null for objective.kind 'function'"
+            raise ConfigError(
+                source, "strategy.population.env_steps", pop.env_steps, allowed, problem
+            )
+        if strategy.restarts.max > 0:
+            problem = (
+                "strategy.population.env_steps cannot be combined with strategy.restarts "
+                f"(max = {strategy.restarts.max}): restarts set the population themselves"
+            )
+            allowed = "null with strategy.restarts.max > 0"
+            raise ConfigError(
+                source, "strategy.population.env_steps", pop.env_steps, allowed, problem
+            )
+    low = pop.min_pairs if pop.min_pairs is not None else n
+    if pop.max_pairs is not None and low is not None and pop.max_pairs < low:
+        what = (
+            "strategy.population.min_pairs" if pop.min_pairs is not None else "strategy.num_pairs"
+        )
+        allowed = f"an integer >= {what} = {low}, or null"
+        raise ConfigError(source, "strategy.population.max_pairs", pop.max_pairs, allowed)
+    if pop.env_steps is not None and k is not None and low is not None and k > low:
+        what = (
+            "strategy.population.min_pairs" if pop.min_pairs is not None else "strategy.num_pairs"
+        )
+        allowed = f"an integer <= {what} = {low} (the smallest population), or null"
+        raise ConfigError(source, "strategy.top_k", k, allowed)
+    if isinstance(obj, GymObjectiveConfig):
+        cut = obj.episode_cutoff
+        limit = obj.max_episode_steps
+        if cut.initial is not None and limit is not None and cut.initial > limit:
+            allowed = f"an integer in [1, objective.max_episode_steps = {limit}], or null"
+            raise ConfigError(source, "objective.episode_cutoff.initial", cut.initial, allowed)
     if isinstance(obj, FunctionObjectiveConfig):
         if obj.name == "himmelblau" and obj.dim != 2:
             raise ConfigError(source, "objective.dim", obj.dim, "2 (himmelblau is 2-D)")

@@ -36,6 +36,10 @@ class GenerationSpec:
     obs_mean: np.ndarray | None = None  # frozen observation normalizer (gym objectives)
     obs_std: np.ndarray | None = None
     search: SearchParams | None = None
+    # Training episodes are truncated after this many steps (the adaptive episode cutoff,
+    # counted as truncated, not terminated); None: the environment's own limit. Never set
+    # for the evaluation of the mean.
+    episode_cap: int | None = None
 
     def __post_init__(self) -> None:
         if self.search is None:
@@ -107,6 +111,9 @@ class Results:
     # (sigma z below the resolution of the mean, e.g. float32 policies): no mean signal.
     # None when the objective does not say.
     collapsed: np.ndarray | None = None
+    # (m, 2) int64: per member, how many of its episodes were cut by ``spec.episode_cap``.
+    # None when the spec had no cap (or the objective has no episodes).
+    capped: np.ndarray | None = None
 
     @staticmethod
     def concat(parts: Sequence[Results]) -> Results:
@@ -135,18 +142,26 @@ class Results:
             collapsed=None
             if any(p.collapsed is None for p in parts)
             else np.concatenate([p.collapsed for p in parts])[order],
+            capped=None
+            if any(p.capped is None for p in parts)
+            else np.concatenate([p.capped for p in parts])[order],
         )
 
 
 def chunk_tasks(
-    generation: int, ids: np.ndarray, chunk_size: int, members: np.ndarray | None = None
+    generation: int,
+    ids: np.ndarray,
+    chunk_size: int,
+    start: int = 0,
+    members: np.ndarray | None = None,
 ) -> list[Task]:
-    """Split a generation's pairs into contiguous chunks of at most ``chunk_size`` pairs."""
+    """Split a generation's pairs into contiguous chunks of at most ``chunk_size`` pairs;
+    ``ids[k]`` is pair ``start + k`` of the generation (a later wave of a step-budgeted one)."""
     n = len(ids)
     return [
         Task(
             generation,
-            np.arange(i, min(i + chunk_size, n)),
+            np.arange(start + i, start + min(i + chunk_size, n)),
             ids[i : i + chunk_size],
             None if members is None else members[i : i + chunk_size],
         )

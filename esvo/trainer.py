@@ -3,6 +3,9 @@
 One generation (style.md §8.3): ``ask`` names the population by ids, the evaluator scores the
 pairs (serially or on Ray workers; the trainer sees only the ``Evaluator`` protocol), ``tell``
 updates the search distribution, the workers' observation statistics are merged in pair order.
+With ``strategy.population`` the pairs are scored in waves until a step budget is used, and with
+``objective.episode_cutoff`` training episodes run to a cap that grows with the run
+(``esvo.budget``: both are rules of the returned counts only).
 Every ``evaluation.every`` generations the mean itself is scored; every ``checkpoint.every``
 generations the ``TrainState`` is saved. All randomness comes from ``(seed, generation, pair
 index)``, so the run is a pure function of the config: resuming from any checkpoint, with any
@@ -30,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from esvo.budget import EpisodeCutoff, StepBudget
 from esvo.checkpoint import (
     META_FILE,
     CheckpointError,
@@ -45,9 +49,15 @@ from esvo.checkpoint import (
 from esvo.config import Config, ConfigError, dump_config, load_config
 from esvo.core.distributions import SigmaBounds, make_distribution
 from esvo.core.mixing import ImportanceMixing
-from esvo.core.noise import TABLE_MIN_DIM, Noise, default_table_size, make_noise
+from esvo.core.noise import (
+    TABLE_MIN_DIM,
+    Noise,
+    default_table_size,
+    make_noise,
+    perturbation_ids,
+)
 from esvo.core.running_stat import RunningStat
-from esvo.core.strategy import Restarts, SearchState, Strategy, default_num_pairs
+from esvo.core.strategy import Ask, Restarts, SearchState, Strategy, default_num_pairs
 from esvo.loggers import (
     JsonlLogger,
     Logger,
@@ -107,6 +117,7 @@ class TrainState:
     best_eval_return: float | None = None
     best_theta: np.ndarray | None = None  # the mean at the best evaluation
     best_obs: RunningStat | None = None  # the normalizer at the best evaluation
+    episode_cap: int | None = None  # the adaptive cutoff's cap of the next generation
 
     @property
     def generation(self) -> int:
@@ -123,6 +134,8 @@ class TrainState:
             out["best/theta"] = self.best_theta
             if self.best_obs is not None:
                 out.update(self.best_obs.to_arrays("best/obs/"))
+        if self.episode_cap is not None:
+            out["cutoff/episode_cap"] = np.asarray(self.episode_cap, dtype=np.int64)
         return out
 
     @classmethod
@@ -145,6 +158,9 @@ class TrainState:
             best_obs=RunningStat.from_arrays(arrays, "best/obs/")
             if "best/obs/count" in arrays
             else None,
+            episode_cap=int(arrays["cutoff/episode_cap"])
+            if "cutoff/episode_cap" in arrays
+            else None,
         )
 
 
@@ -163,6 +179,8 @@ class _Run:
     signals: _SignalGuard
     obs_floor: float
     warned: set[str] = field(default_factory=set)  # warnings already printed (once per run)
+    budget: StepBudget | None = None  # strategy.population
+    cutoff: EpisodeCutoff | None = None  # objective.episode_cutoff
 
     @property
     def checkpoints(self) -> Path:
@@ -196,11 +214,14 @@ def make_strategy(cfg: Config, objective: Objective) -> Strategy:
             r.stall_tol,
             r.max_condition,
         )
+    num_pairs = s.num_pairs
+    if s.population.env_steps is not None and s.population.min_pairs is not None:
+        num_pairs = s.population.min_pairs  # the smallest population (top_k is checked on it)
     return Strategy(
         objective.num_params,
         maximize=objective.maximize if s.maximize is None else s.maximize,
         distribution=s.distribution,
-        num_pairs=s.num_pairs,
+        num_pairs=num_pairs,
         sigma_init=s.sigma_init,
         sigma_lr=s.sigma_lr,
         sigma_bounds=SigmaBounds(s.sigma_min, s.sigma_max, s.sigma_max_change),
@@ -216,6 +237,26 @@ def make_strategy(cfg: Config, objective: Objective) -> Strategy:
         else None,
         seed=cfg.run.seed,
         noise=make_noise_source(cfg, objective.num_params),
+    )
+
+
+def make_budget(cfg: Config, strategy: Strategy) -> StepBudget | None:
+    """``strategy.population`` resolved (``min_pairs``: the strategy's population; ``max_pairs``:
+    8 of those); None without ``env_steps``."""
+    p = cfg.strategy.population
+    if p.env_steps is None:
+        return None
+    low = strategy.num_pairs
+    return StepBudget(p.env_steps, low, 8 * low if p.max_pairs is None else p.max_pairs)
+
+
+def make_cutoff(cfg: Config, objective: Objective) -> EpisodeCutoff | None:
+    """``objective.episode_cutoff`` with the environment's own limit; None when off."""
+    c = getattr(cfg.objective, "episode_cutoff", None)
+    if c is None or c.initial is None:
+        return None
+    return EpisodeCutoff(
+        c.initial, c.growth, c.threshold, getattr(objective, "episode_limit", None)
     )
 
 
@@ -282,14 +323,18 @@ def _params_key(cfg: Config) -> str:
     return "objective.target"
 
 
-def check_config(cfg: Config, num_params: int, source: str = "<config>") -> None:
+def check_config(
+    cfg: Config, num_params: int, source: str = "<config>", episode_limit: int | None = None
+) -> None:
     """What ``train`` will need, checked before anything is created: the distribution fits
     the parameter count (``full`` up to ``strategy.max_full_dim``, ``lowrank``'s rank below
     d), the noise table holds a slice of the noise dimension, and the driver's memory (the
     search state and covariance, the noise table and its derived arrays, the population's
     per-pair arrays, the candidates workers on this machine materialize) fits in this machine.
     Approximate and deliberately generous: it exists to turn absurd sizes (``num_pairs: 1e12``,
-    a 10^12-parameter MLP) into a clear error.
+    a 10^12-parameter MLP) into a clear error. With the budgeted population, the smallest
+    population is at most ``max_pairs`` and sizes memory by ``max_pairs``; the adaptive
+    cutoff's first cap is at most ``episode_limit``, the environment's own.
 
     Raises:
         ConfigError: naming the key that is too large, its value and what is allowed.
@@ -308,6 +353,21 @@ def check_config(cfg: Config, num_params: int, source: str = "<config>") -> None
         raise ConfigError(source, "strategy.rank", s.rank, allowed)
     nd = noise_dim(cfg, d)
     n = s.num_pairs or default_num_pairs(d, s.distribution)
+    pop = s.population
+    if pop.env_steps is not None:
+        low = pop.min_pairs or n
+        if pop.max_pairs is not None and pop.max_pairs < low:
+            allowed = f"an integer >= the smallest population, {low} pairs, or null"
+            raise ConfigError(source, "strategy.population.max_pairs", pop.max_pairs, allowed)
+        if s.top_k is not None and s.top_k > low:
+            allowed = f"an integer <= the smallest population {low}, or null"
+            raise ConfigError(source, "strategy.top_k", s.top_k, allowed)
+        n = pop.max_pairs or 8 * low
+    cut = getattr(cfg.objective, "episode_cutoff", None)
+    initial = None if cut is None else cut.initial
+    if initial is not None and episode_limit is not None and initial > episode_limit:
+        allowed = f"an integer in [1, {episode_limit}] (the environment's episode limit)"
+        raise ConfigError(source, "objective.episode_cutoff.initial", initial, allowed)
     if s.restarts.max:  # the population grows with every restart
         n = math.ceil(n * s.restarts.popsize_factor**s.restarts.max)
     table_kind = s.noise == "table" or (s.noise == "auto" and nd >= TABLE_MIN_DIM)
@@ -351,7 +411,8 @@ def check_config(cfg: Config, num_params: int, source: str = "<config>") -> None
 def initial_state(cfg: Config, objective: Objective, strategy: Strategy) -> TrainState:
     search = strategy.init(objective.initial_params(cfg.run.seed))
     obs = RunningStat.zeros(objective.obs_dim) if _uses_obs_norm(cfg, objective) else None
-    return TrainState(search, obs)
+    cut = getattr(cfg.objective, "episode_cutoff", None)
+    return TrainState(search, obs, episode_cap=None if cut is None else cut.initial)
 
 
 def _uses_obs_norm(cfg: Config, objective: Objective) -> bool:
@@ -367,13 +428,20 @@ class _Abort(BaseException):
     """A second SIGINT/SIGTERM: abandon the current generation."""
 
 
-def _spec(run: _Run, state: TrainState) -> GenerationSpec:
+def _spec(run: _Run, state: TrainState, episode_cap: int | None = None) -> GenerationSpec:
     obs_mean = obs_std = None
     if state.obs is not None:
         obs_mean, obs_std = state.obs.mean, state.obs.std(run.obs_floor)
     s = state.search
     return GenerationSpec(
-        s.generation, s.mean, s.sigma, run.cfg.run.seed, obs_mean, obs_std, search=s.dist
+        s.generation,
+        s.mean,
+        s.sigma,
+        run.cfg.run.seed,
+        obs_mean,
+        obs_std,
+        search=s.dist,
+        episode_cap=episode_cap,
     )
 
 
@@ -417,15 +485,50 @@ def _check_failures(
         )
 
 
+def _evaluator_stats(run: _Run) -> dict[str, Any]:
+    return dict(getattr(run.evaluator, "last_stats", None) or {})
+
+
+def _evaluate_waves(
+    run: _Run, spec: GenerationSpec, budget: StepBudget
+) -> tuple[Ask, Results, int, dict[str, Any]]:
+    """Score pairs ``0, 1, ...`` in waves until ``budget`` says the generation is complete
+    (``esvo.budget``): the ask of all of them, their results in pair order, the number of
+    waves, the evaluator's transport stats summed over the waves."""
+    gen, seed = spec.generation, run.strategy.seed
+    ids, parts, stats = [], [], {}
+    pairs = steps = 0
+    while size := budget.next_wave(pairs, steps):
+        wave = perturbation_ids(seed, gen, np.arange(pairs, pairs + size))
+        if pairs == 0:
+            part = run.evaluator.evaluate(spec, wave)
+        else:  # pair indices continue: they seed the pairs' environments
+            part = run.evaluator.evaluate(spec, wave, start=pairs)
+        for key, value in _evaluator_stats(run).items():
+            if key in EVALUATOR_FIELDS:
+                stats[key] = stats.get(key, 0) + value
+        ids.append(wave)
+        parts.append(part)
+        pairs, steps = pairs + size, steps + int(part.steps.sum())
+    return Ask(gen, np.concatenate(ids)), Results.concat(parts), len(parts), stats
+
+
 def train_generation(run: _Run, state: TrainState) -> tuple[TrainState, dict[str, Any]]:
-    """ask -> evaluate -> tell -> merge observation statistics."""
+    """ask -> evaluate (in waves with a step budget) -> tell -> merge observation statistics
+    -> grow the episode cap if due."""
     gen = state.generation
-    ask = run.strategy.ask(state.search)
+    spec = _spec(run, state, state.episode_cap if run.cutoff is not None else None)
     try:
-        if ask.members is None:
-            results = run.evaluator.evaluate(_spec(run, state), ask.ids)
+        if run.budget is None:
+            ask = run.strategy.ask(state.search)
+            if ask.members is None:
+                results = run.evaluator.evaluate(spec, ask.ids)
+            else:  # importance mixing: only the asked members
+                results = run.evaluator.evaluate(spec, ask.ids, members=ask.members)
+            waves = 1
+            transport = {k: v for k, v in _evaluator_stats(run).items() if k in EVALUATOR_FIELDS}
         else:
-            results = run.evaluator.evaluate(_spec(run, state), ask.ids, ask.members)
+            ask, results, waves, transport = _evaluate_waves(run, spec, run.budget)
     except Exception as e:
         raise _GenerationFailed(f"generation {gen}: evaluator failed: {e}") from e
     _check_failures(run, gen, results, ask.members)
@@ -443,14 +546,23 @@ def train_generation(run: _Run, state: TrainState) -> tuple[TrainState, dict[str
     )
     metrics["failures"] = int(results.failures)
     metrics["gen_env_steps"] = steps
+    metrics["waves"] = waves
     if results.collapsed is not None:
         metrics["collapsed_pairs"] = int(np.sum(results.collapsed))
-    for key in EVALUATOR_FIELDS:
-        value = (getattr(run.evaluator, "last_stats", None) or {}).get(key)
-        if value is not None:
-            metrics[key] = value
+    metrics.update(transport)
+    cap = state.episode_cap
+    if run.cutoff is not None and cap is not None:
+        hits = 0 if results.capped is None else int(np.sum(results.capped))
+        metrics["episode_cap"] = cap
+        metrics["capped_episodes"] = hits
+        metrics["capped_fraction"] = hits / results.episodes if results.episodes else 0.0
+        cap = run.cutoff.next_cap(cap, hits, int(results.episodes))
     new = dataclasses.replace(
-        state, search=search, obs=_merge_obs(state.obs, results.obs_stats), counters=counters
+        state,
+        search=search,
+        obs=_merge_obs(state.obs, results.obs_stats),
+        counters=counters,
+        episode_cap=cap,
     )
     return new, metrics
 
@@ -681,8 +793,9 @@ def _execute(
     loggers: Sequence[Logger] | None,
 ) -> TrainResult:
     objective = make_objective(**cfg.objective.to_spec())
-    check_config(cfg, objective.num_params)
+    check_config(cfg, objective.num_params, episode_limit=getattr(objective, "episode_limit", None))
     strategy = make_strategy(cfg, objective)
+    cutoff = make_cutoff(cfg, objective)
     if state is None:
         state = initial_state(cfg, objective, strategy)
     elif state.search.mean.shape != (strategy.dim,):
@@ -690,6 +803,8 @@ def _execute(
             f"checkpoint has {state.search.mean.size} parameters, the config's objective "
             f"{strategy.dim}"
         )
+    if cutoff is not None and state.episode_cap is None:  # a checkpoint from before the cutoff
+        state = dataclasses.replace(state, episode_cap=cutoff.initial)
     own_evaluator = evaluator is None
     extra = default_loggers(cfg, run_dir) if loggers is None else list(loggers)
     metrics = JsonlLogger(run_dir / METRICS_FILE)
@@ -735,6 +850,8 @@ def _execute(
             tuple(extra),
             signals,
             float(getattr(cfg.objective, "obs_std_floor", 1e-2)),
+            budget=make_budget(cfg, strategy),
+            cutoff=cutoff,
         )
         try:
             state, reason = _loop(run, state)

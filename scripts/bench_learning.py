@@ -17,6 +17,14 @@ side by side, its rows named ``config[LABEL]`` (e.g. the same config with anothe
     .venv/bin/python scripts/bench_learning.py configs/pendulum_lowrank.yaml \
         --variant separable:strategy.distribution=separable
 ``--reuse`` tabulates the runs already under ``--out`` (no training where a metrics.jsonl exists).
+
+Step-budgeted populations and the adaptive episode cutoff are variants too (dotted keys, so no
+commas inside a value); ``pairs`` and ``waves`` are the median pairs and waves per generation up
+to the threshold, ``cap`` the training episode cap at the threshold (``-``: no cutoff):
+
+    .venv/bin/python scripts/bench_learning.py configs/cartpole.yaml \
+        --variant budget:strategy.population.env_steps=2000,strategy.population.max_pairs=64 \
+        --variant cutoff:objective.episode_cutoff.initial=50
 """
 
 from __future__ import annotations
@@ -40,6 +48,9 @@ COLUMNS = [
     ("episodes", 9, "d"),
     ("wall_s", 8, ".1f"),
     ("best_eval", 10, ".1f"),
+    ("pairs", 6, ".1f"),
+    ("waves", 6, ".1f"),
+    ("cap", 6, "d"),
 ]
 
 
@@ -63,6 +74,7 @@ def summarize(rows: list[dict], target: float) -> dict:
     )
     last = hit or rows[-1]
     evals = [r["eval_return_mean"] for r in rows if r.get("eval_return_mean") is not None]
+    upto = rows[: rows.index(last) + 1]
     return {
         "reached": "yes" if hit else "no",
         "gens": int(last["generation"]) + 1,  # generation is 0-based, logged after its update
@@ -71,6 +83,9 @@ def summarize(rows: list[dict], target: float) -> dict:
         "episodes": int(last["episodes"]),
         "wall_s": float(last["wall_s"]),
         "best_eval": max(evals) if evals else float("nan"),
+        "pairs": statistics.median(r["num_pairs"] for r in upto),
+        "waves": statistics.median(r.get("waves", 1) for r in upto),
+        "cap": last.get("episode_cap", "-"),
     }
 
 
@@ -147,7 +162,10 @@ def main() -> None:
             line = fmt({"config": name, "seed": str(seed), **s})
             table.append(line)
             print(line, flush=True)
-        med = {k: statistics.median(r[k] for r in results) for k, _, sp in COLUMNS[3:]}
+        med = {
+            k: statistics.median(r[k] for r in results) if results[0][k] != "-" else "-"
+            for k, _, sp in COLUMNS[3:]
+        }
         n_hit = sum(r["reached"] == "yes" for r in results)
         table.append(
             fmt({"config": name, "seed": "med", "reached": f"{n_hit}/{len(results)}", **med})

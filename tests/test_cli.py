@@ -182,6 +182,7 @@ def _laughs(levels: int, width: int = 9) -> str:
 
 
 _HEAD = "run: {name: t, generations: 2}\nparallel: {backend: serial}\n"
+_CARTPOLE = {"kind": "gym", "env_id": "CartPole-v1"}
 _GYM = "objective: {kind: gym, env_id: 'tests.toy_env:ToyEnv-v0', "
 BROKEN += [  # found by a hostile tester: each must fail fast, in one line, with exit 2
     ("alias_bomb_env_kwargs", _HEAD + _GYM + f"env_kwargs: {{x: {_laughs(9)}}}}}\n", [],
@@ -257,8 +258,59 @@ BROKEN += [  # found by a hostile tester: each must fail fast, in one line, with
      ["strategy.importance_mixing.enabled = 'yes'"]),
     ("mixing_unknown_key", {"strategy": {"importance_mixing": {"min_refesh": 0.1}}}, [],
      ["'strategy.importance_mixing.min_refesh'", "did you mean 'min_refresh'"]),
+    ("mixing_with_a_step_budget", {"objective": _CARTPOLE, "strategy": {
+        "importance_mixing": {"enabled": True}, "population": {"env_steps": 100}}}, [],
+     ["strategy.population.env_steps = 100", "importance mixing"]),
     ("mixing_with_top_k", {"strategy": {"importance_mixing": {"enabled": True}, "top_k": 2}},
      [], ["strategy.top_k = 2", "importance mixing"]),
+    # step-budgeted populations and the adaptive episode cutoff (issue 12)
+    ("population_env_steps_zero",
+     {"objective": _CARTPOLE, "strategy": {"population": {"env_steps": 0}}}, [],
+     ["strategy.population.env_steps = 0", ">= 1"]),
+    ("population_min_pairs_zero", {"objective": _CARTPOLE,
+                                   "strategy": {"population": {"env_steps": 100, "min_pairs": 0}}},
+     [], ["strategy.population.min_pairs = 0", ">= 1"]),
+    ("population_max_below_min", {"objective": _CARTPOLE, "strategy": {"population": {
+        "env_steps": 100, "min_pairs": 8, "max_pairs": 4}}}, [],
+     ["strategy.population.max_pairs = 4", "strategy.population.min_pairs = 8"]),
+    ("population_max_below_num_pairs", {"objective": _CARTPOLE, "strategy": {
+        "num_pairs": 8, "population": {"env_steps": 100, "max_pairs": 4}}}, [],
+     ["strategy.population.max_pairs = 4", "strategy.num_pairs = 8"]),
+    ("population_max_below_default_pairs", {"objective": _CARTPOLE},
+     ["strategy.population.env_steps=100", "strategy.population.max_pairs=2"],
+     ["--set strategy.population.max_pairs=2: strategy.population.max_pairs = 2",
+      "smallest population, 5 pairs"]),
+    ("population_for_a_function", {"strategy": {"population": {"env_steps": 100}}}, [],
+     ["strategy.population.env_steps = 100", "objective.kind 'function' takes none"]),
+    ("population_with_restarts", {"objective": _CARTPOLE, "strategy": {
+        "population": {"env_steps": 100}, "restarts": {"max": 2}}}, [],
+     ["strategy.population.env_steps", "strategy.restarts"]),
+    ("population_top_k_above_min_pairs", {"objective": _CARTPOLE, "strategy": {
+        "num_pairs": 8, "top_k": 6, "population": {"env_steps": 100, "min_pairs": 4}}}, [],
+     ["strategy.top_k = 6", "strategy.population.min_pairs = 4"]),
+    ("population_unknown_key", {"strategy": {"population": {"env_step": 100}}}, [],
+     ["'strategy.population.env_step'", "did you mean 'env_steps'"]),
+    ("cutoff_initial_zero", {"objective": {**_CARTPOLE, "episode_cutoff": {"initial": 0}}}, [],
+     ["objective.episode_cutoff.initial = 0", ">= 1"]),
+    ("cutoff_growth_one",
+     {"objective": {**_CARTPOLE, "episode_cutoff": {"initial": 5, "growth": 1.0}}}, [],
+     ["objective.episode_cutoff.growth = 1.0", "(1, 1000]"]),
+    ("cutoff_threshold_zero", {"objective": {**_CARTPOLE, "episode_cutoff": {"threshold": 0}}},
+     [], ["objective.episode_cutoff.threshold = 0", "(0, 1]"]),
+    ("cutoff_threshold_above_one",
+     {"objective": {**_CARTPOLE, "episode_cutoff": {"threshold": 1.5}}}, [],
+     ["objective.episode_cutoff.threshold = 1.5", "(0, 1]"]),
+    ("cutoff_above_max_episode_steps", {"objective": {
+        **_CARTPOLE, "max_episode_steps": 100, "episode_cutoff": {"initial": 200}}}, [],
+     ["objective.episode_cutoff.initial = 200", "objective.max_episode_steps = 100"]),
+    ("cutoff_above_the_envs_limit",
+     {"objective": {**_CARTPOLE, "episode_cutoff": {"initial": 600}}}, [],
+     ["objective.episode_cutoff.initial = 600", "[1, 500]", "episode limit"]),
+    ("cutoff_for_a_function", {"objective": {"kind": "function", "name": "sphere",
+                                             "episode_cutoff": {"initial": 5}}}, [],
+     ["'objective.episode_cutoff'", "'function'"]),
+    ("cutoff_unknown_key", {"objective": {**_CARTPOLE, "episode_cutoff": {"grow": 2}}}, [],
+     ["'objective.episode_cutoff.grow'", "did you mean 'growth'"]),
 ]  # fmt: skip
 
 
@@ -382,6 +434,20 @@ def test_validate_without_strategy_and_optimizer_prints_the_nes_defaults(tmp_pat
     assert printed["strategy"]["shaping"] == DEFAULT_SHAPING == "nes"
     assert printed["optimizer"]["kind"] == DEFAULT_OPTIMIZER == "sgd"
     assert printed["optimizer"]["lr"] == 1.0
+    # off by default, every key shown with its default
+    assert printed["strategy"]["population"] == {
+        "env_steps": None,
+        "min_pairs": None,
+        "max_pairs": None,
+    }
+
+
+def test_validate_prints_the_episode_cutoff_defaults(tmp_path, capsys):
+    path = _write(tmp_path, {"objective": {"kind": "gym", "env_id": "CartPole-v1"}})
+    assert main(["validate", str(path), "--set", "objective.episode_cutoff.initial=50"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    cutoff = {"initial": 50, "growth": 2.0, "threshold": 0.5}
+    assert printed["objective"]["episode_cutoff"] == cutoff
 
 
 def test_validate_overrides_are_yaml_typed(tmp_path, capsys):

@@ -17,12 +17,16 @@ from esvo.protocol import GenerationSpec, Results, chunk_tasks
 
 class Evaluator(Protocol):
     def evaluate(
-        self, spec: GenerationSpec, ids: np.ndarray, members: np.ndarray | None = None
+        self,
+        spec: GenerationSpec,
+        ids: np.ndarray,
+        start: int = 0,
+        members: np.ndarray | None = None,
     ) -> Results:
-        """Scores all pairs ``ids[k]`` (k = pair index); results ordered by pair index.
-        ``members`` ``(n, 2)``: only these members are wanted (``Task.members``); it is
-        passed only when set, so an evaluator without the argument still serves runs
-        without importance mixing."""
+        """Scores all pairs ``ids[k]`` (pair index ``start + k``: it seeds the pair's
+        environments); results ordered by pair index. ``members`` ``(n, 2)``: only these
+        members are wanted (``Task.members``); it is passed only when set, so an evaluator
+        without the argument still serves runs without importance mixing."""
         ...
 
     def evaluate_mean(self, spec: GenerationSpec, episodes: int) -> tuple[np.ndarray, int]:
@@ -48,9 +52,13 @@ class SerialEvaluator:
         self.last_stats: dict = {}
 
     def evaluate(
-        self, spec: GenerationSpec, ids: np.ndarray, members: np.ndarray | None = None
+        self,
+        spec: GenerationSpec,
+        ids: np.ndarray,
+        start: int = 0,
+        members: np.ndarray | None = None,
     ) -> Results:
-        tasks = chunk_tasks(spec.generation, ids, self.chunk_size, members)
+        tasks = chunk_tasks(spec.generation, ids, self.chunk_size, start, members)
         return Results.concat([self.objective.evaluate(spec, t, self.noise) for t in tasks])
 
     def evaluate_mean(self, spec: GenerationSpec, episodes: int) -> tuple[np.ndarray, int]:

@@ -148,9 +148,14 @@ def chunk_count(
 
 
 def balanced_tasks(
-    generation: int, ids: np.ndarray, num_chunks: int, members: np.ndarray | None = None
+    generation: int,
+    ids: np.ndarray,
+    num_chunks: int,
+    start: int = 0,
+    members: np.ndarray | None = None,
 ) -> list[Task]:
-    """``num_chunks`` contiguous chunks whose sizes differ by at most one.
+    """``num_chunks`` contiguous chunks whose sizes differ by at most one; ``ids[k]`` is pair
+    ``start + k`` of the generation (``members[k]``: its members to evaluate, if given).
 
     Unlike fixed-size chunks (``chunk_tasks``), a small population still splits evenly over the
     workers: 10 pairs on 2 workers x 4 chunks are 2,2,1,...,1 (5 + 5 per worker), not 2,2,2,2,2
@@ -158,7 +163,12 @@ def balanced_tasks(
     """
     parts = np.array_split(np.arange(len(ids)), num_chunks)
     return [
-        Task(generation, p, ids[p[0] : p[-1] + 1], None if members is None else members[p])
+        Task(
+            generation,
+            start + p,
+            ids[p[0] : p[-1] + 1],
+            None if members is None else members[p],
+        )
         for p in parts
         if len(p)
     ]
@@ -507,15 +517,21 @@ class RayEvaluator:
         )
 
     def evaluate(
-        self, spec: GenerationSpec, ids: np.ndarray, members: np.ndarray | None = None
+        self,
+        spec: GenerationSpec,
+        ids: np.ndarray,
+        start: int = 0,
+        members: np.ndarray | None = None,
     ) -> Results:
-        """Scores all pairs ``ids[k]`` (only ``members[k, c]`` if given); results ordered by
-        pair index."""
+        """Scores all pairs ``ids[k]`` (pair index ``start + k``; only ``members[k, c]`` if
+        given); results ordered by pair index."""
         t0 = time.perf_counter()
         if self._elastic:
             self._grow()
         spec_ref = ray.put(spec)  # once; every task gets the reference
-        tasks = balanced_tasks(spec.generation, np.asarray(ids), self.num_chunks(len(ids)), members)
+        tasks = balanced_tasks(
+            spec.generation, np.asarray(ids), self.num_chunks(len(ids)), start, members
+        )
         out, stats = self._run([("evaluate", (spec_ref, t)) for t in tasks])
         parts = [r for r, _, _ in out]
         results = Results.concat(parts)

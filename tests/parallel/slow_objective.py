@@ -42,18 +42,42 @@ class SlowObjective(FunctionObjective):
             if i == self.exit_pair:
                 os._exit(3)
             if self.block_dir is not None and (task.generation, i) == self.block_at:
-                self._block_once()
+                _block_once(self.block_dir, self.block_s)
         return super().evaluate(spec, task, noise)
-
-    def _block_once(self) -> None:
-        try:
-            fd = os.open(self.block_dir / "blocked", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:  # a re-run of the chunk: go on
-            return
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        time.sleep(self.block_s)
 
 
 def make(**options) -> SlowObjective:
     return SlowObjective(**options)
+
+
+def make_gym(
+    block_dir: str | None = None,
+    block_generation: int = 0,
+    block_pair: int = -1,
+    block_s: float = 60.0,
+    **options,
+):
+    """A ``GymObjective`` (``options`` are its arguments) whose worker blocks, once, at pair
+    ``block_pair`` of ``block_generation`` as ``SlowObjective`` does; scores unchanged."""
+    from esvo.objectives.gym import GymObjective
+
+    class BlockingGym(GymObjective):
+        def evaluate(self, spec: GenerationSpec, task: Task, noise: Noise) -> Results:
+            at = task.generation == block_generation and block_pair in task.indices
+            if block_dir is not None and at:
+                _block_once(Path(block_dir), block_s)
+            return super().evaluate(spec, task, noise)
+
+    return BlockingGym(**options)
+
+
+def _block_once(block_dir: Path, block_s: float) -> None:
+    """The first process here writes its pid to ``block_dir/blocked`` and waits (to be
+    killed) up to ``block_s``."""
+    try:
+        fd = os.open(block_dir / "blocked", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:  # a re-run of the chunk: go on
+        return
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    time.sleep(block_s)

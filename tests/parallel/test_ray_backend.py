@@ -86,7 +86,7 @@ def trajectory(
         if ask.members is None:
             results = evaluator.evaluate(spec, ask.ids)
         else:
-            results = evaluator.evaluate(spec, ask.ids, ask.members)
+            results = evaluator.evaluate(spec, ask.ids, members=ask.members)
         state, _ = strategy.tell(state, ask, results.fitness)
         row = [state.mean, state.sigma, *state.dist.to_arrays().values()]
         row += [results.fitness, results.steps]

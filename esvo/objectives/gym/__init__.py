@@ -118,6 +118,11 @@ class GymObjective:
             env.close()
             raise ValueError(f"env {env_id!r}: {e}") from None
         self.observation_space, self.action_space = env.observation_space, env.action_space
+        # the environment's own episode limit (its TimeLimit, or max_episode_steps); None: none
+        spec_limit = getattr(getattr(env, "spec", None), "max_episode_steps", None)
+        self.episode_limit: int | None = (
+            self.env_spec.max_episode_steps if self.env_spec.max_episode_steps else spec_limit
+        )
         self.policy = Policy(k, self.head.out_dim, self.policy_spec)
         self.num_params = self.policy.num_params
         self.obs_dim: int | None = k if self.obs_norm else None
@@ -149,6 +154,8 @@ class GymObjective:
         """Scores both members of every pair of ``task``; a pure function of its arguments.
 
         Row ``2i + c`` of the candidate stack is pair ``i``'s member ``c`` (0: ``+z``, 1: ``-z``).
+        Episodes are truncated at ``spec.episode_cap`` steps when it is set (``Results.capped``
+        counts them per member).
         """
         m, num_eps = len(task.ids), self.episodes_per_eval
         thetas = np.empty((2 * m, self.num_params), dtype=np.float32)  # (2m, P)
@@ -185,11 +192,14 @@ class GymObjective:
             reward_shift=self.reward_shift,
             action_noise=self.action_noise,
             lockstep=self.lockstep,
+            max_steps=spec.episode_cap,
         )
         collapsed = np.all(thetas[0::2] == thetas[1::2], axis=1)  # float32 rounding ate sigma z
-        return self._collect(task, res, collapsed)
+        return self._collect(task, res, collapsed, spec.episode_cap is not None)
 
-    def _collect(self, task: Task, res: list[EpisodeResult], collapsed: np.ndarray) -> Results:
+    def _collect(
+        self, task: Task, res: list[EpisodeResult], collapsed: np.ndarray, with_cap: bool = False
+    ) -> Results:
         """Per-member mean return and step totals; per-pair observation sums, in a fixed order."""
         m, num_eps = len(task.ids), self.episodes_per_eval
         wanted = [j for j in range(2 * m) if task.wants(*divmod(j, 2))]
@@ -198,6 +208,7 @@ class GymObjective:
         }
         fitness = np.full((m, 2), np.nan)  # NaN: a member not asked for
         steps = np.zeros((m, 2), dtype=np.int64)
+        capped = np.zeros((m, 2), dtype=np.int64)
         errors = [r.error for r in res if r.error is not None]
         for j, eps in by_member.items():
             i, c = divmod(j, 2)
@@ -205,6 +216,7 @@ class GymObjective:
                 np.nan if any(r.error for r in eps) else sum(r.ret for r in eps) / num_eps
             )
             steps[i, c] = sum(r.steps for r in eps)
+            capped[i, c] = sum(r.capped for r in eps)
         obs_stats = None
         if self.obs_norm:
             k = self.policy.obs_dim
@@ -228,13 +240,15 @@ class GymObjective:
             failures=len(errors),
             errors=tuple(errors[:MAX_ERRORS]),
             collapsed=collapsed,
+            capped=capped if with_cap else None,
         )
 
     def evaluate_mean(
         self, spec: GenerationSpec, episodes: int
     ) -> tuple[np.ndarray, int, tuple[str, ...]]:
         """Returns of ``spec.mean`` on the fixed seeds ``eval_seed(spec.seed, e)``, without
-        action noise or reward shift: ``(returns (episodes,), env steps, tracebacks)``. An
+        action noise or reward shift, up to the environment's own episode limit (never
+        ``spec.episode_cap``): ``(returns (episodes,), env steps, tracebacks)``. An
         episode whose environment raised has return NaN; its traceback is in the third item
         (the first ``MAX_ERRORS``)."""
         obs_mean, obs_std = self.normalizer(spec)

@@ -143,6 +143,7 @@ class EpisodeResult:
     obs_sum: np.ndarray | None = None  # (k,) float64
     obs_sumsq: np.ndarray | None = None  # (k,) float64
     error: str | None = None  # formatted traceback if the environment raised
+    capped: bool = False  # cut by the training step cap (``max_steps``), not ended by the env
 
 
 class EnvPool:
@@ -176,11 +177,11 @@ def flat_obs(obs: Any) -> np.ndarray:
 class _Slot:
     """The running state of one lockstep slot."""
 
-    __slots__ = ("env", "index", "obs_log", "ret", "rng", "steps")
+    __slots__ = ("capped", "env", "index", "obs_log", "ret", "rng", "steps")
 
     def __init__(self, index: int, env: Any, rng: np.random.Generator | None, record: bool):
         self.index, self.env, self.rng = index, env, rng
-        self.ret, self.steps = 0.0, 0
+        self.ret, self.steps, self.capped = 0.0, 0, False
         self.obs_log: list[np.ndarray] | None = [] if record else None
 
 
@@ -197,6 +198,7 @@ def run_lockstep(
     reward_shift: float = 0.0,
     action_noise: float = 0.0,
     lockstep: int = 8,
+    max_steps: int | None = None,
 ) -> list[EpisodeResult]:
     """Run ``episodes``, up to ``lockstep`` at a time, one batched policy forward per step.
 
@@ -209,6 +211,9 @@ def run_lockstep(
         reward_shift: subtracted from every reward (ARS survival-bonus removal).
         action_noise: std of Gaussian noise on the policy outputs.
         lockstep: at most this many environments stepped together.
+        max_steps: a step cap below the environment's own limit (the adaptive episode
+            cutoff): an episode that reaches it without terminating is truncated there and
+            marked ``capped``. None: the environment's limit only.
 
     Returns:
         One ``EpisodeResult`` per episode, in the order of ``episodes``; bit-identical for any
@@ -234,11 +239,16 @@ def run_lockstep(
 
     def finish(slot: _Slot) -> None:
         if slot.obs_log is None:
-            results[slot.index] = EpisodeResult(slot.ret, slot.steps)
+            results[slot.index] = EpisodeResult(slot.ret, slot.steps, capped=slot.capped)
             return
         obs = np.stack(slot.obs_log)  # (T, k)
         results[slot.index] = EpisodeResult(
-            slot.ret, slot.steps, len(obs), obs.sum(axis=0), np.square(obs).sum(axis=0)
+            slot.ret,
+            slot.steps,
+            len(obs),
+            obs.sum(axis=0),
+            np.square(obs).sum(axis=0),
+            capped=slot.capped,
         )
 
     def start(s: int) -> None:
@@ -279,6 +289,8 @@ def run_lockstep(
                 continue
             slot.steps += 1
             slot.ret += float(reward) - reward_shift
+            if max_steps is not None and slot.steps >= max_steps and not terminated:
+                slot.capped = truncated = True  # truncated by the cap, not terminated
             if terminated or truncated:
                 finish(slot)
                 start(s)
