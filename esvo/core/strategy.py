@@ -23,6 +23,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from esvo.core.adaptation import (
+    AdaptationSampling,
+    adapt_rate,
+    larger_rate_test,
+    significance_level,
+)
 from esvo.core.distributions import (
     DISTRIBUTIONS,
     PARAMS,
@@ -112,6 +118,10 @@ class SearchState:
     # the two (``Strategy.keeps_prev``); None otherwise, at generation 0 and after a restart.
     prev_mean: np.ndarray | None = None
     prev_dist: SearchParams | None = None
+    # Adaptation sampling's rates (``Strategy(adaptation_sampling=...)``): sigma's and the
+    # mean's (in the optimizer's lr units); None when it is off.
+    lr_sigma: float | None = None
+    lr_mean: float | None = None
 
     @property
     def sigma(self) -> np.ndarray:
@@ -139,6 +149,9 @@ class SearchState:
             out["prev/mean"] = self.prev_mean
             out["prev/sigma"] = self.prev_dist.sigma
             out.update({f"prev/dist/{k}": v for k, v in self.prev_dist.to_arrays().items()})
+        for name in ("lr_sigma", "lr_mean"):  # adaptation sampling
+            if getattr(self, name) is not None:
+                out[f"adapt/{name}"] = np.asarray(getattr(self, name), dtype=np.float64)
         return out
 
     @classmethod
@@ -177,6 +190,8 @@ class SearchState:
             restart=restart,
             prev_mean=prev_mean,
             prev_dist=prev_dist,
+            lr_sigma=float(arrays["adapt/lr_sigma"]) if "adapt/lr_sigma" in arrays else None,
+            lr_mean=float(arrays["adapt/lr_mean"]) if "adapt/lr_mean" in arrays else None,
         )
 
 
@@ -228,6 +243,8 @@ class Strategy:
             itself; a decay not scaled by ``Sigma`` would grow like ``lambda / sigma^2``
             against the gradient as sigma shrinks and stall the search.
         restarts: IPOP restarts (``Restarts``); ``None``: none.
+        adaptation_sampling: adapt sigma's and/or the mean's learning rate online
+            (``esvo.core.adaptation``); ``None``: fixed rates.
         seed: run seed; with the generation and pair index it names every perturbation.
         noise: a ``Noise`` (of the distribution's noise dimension), or ``"table"`` /
             ``"generator"`` / ``"auto"`` (by dimension).
@@ -250,6 +267,7 @@ class Strategy:
         optimizer: Optimizer | None = None,
         weight_decay: float = 0.0,
         restarts: Restarts | None = None,
+        adaptation_sampling: AdaptationSampling | None = None,
         seed: int = 0,
         noise: Noise | str = "auto",
     ):
@@ -276,6 +294,9 @@ class Strategy:
         self.optimizer = make_optimizer(DEFAULT_OPTIMIZER) if optimizer is None else optimizer
         self.weight_decay = float(weight_decay)
         self.restarts = restarts
+        self.adaptation_sampling = adaptation_sampling
+        if adaptation_sampling is not None and adaptation_sampling.sigma and not self.sigma_lr:
+            raise ValueError("adaptation_sampling of sigma needs sigma_lr > 0")
         self.seed = int(seed)
         noise_dim = distribution.noise_dim(self.dim)
         if isinstance(noise, str):
@@ -290,8 +311,9 @@ class Strategy:
     @property
     def keeps_prev(self) -> bool:
         """Whether states carry the previous generation's distribution (``prev_mean``,
-        ``prev_dist``): features that compare the two distributions need it."""
-        return False
+        ``prev_dist``): features that compare the two distributions need it (adaptation
+        sampling)."""
+        return self.adaptation_sampling is not None
 
     # ------------------------------------------------------------------ ask/tell
     def init(self, theta0: np.ndarray) -> SearchState:
@@ -301,7 +323,52 @@ class Strategy:
         params = self._fresh_params(0)
         worst = -np.inf if self.maximize else np.inf
         opt = self.optimizer.init(self.dim)
-        return SearchState(0, mean, params, opt, mean.copy(), worst, self.num_pairs)
+        state = SearchState(0, mean, params, opt, mean.copy(), worst, self.num_pairs)
+        return self._initial_rates(state)
+
+    # ------------------------------------------------------------ adaptation sampling
+    def _initial_rates(self, state: SearchState) -> SearchState:
+        """The state with adaptation sampling's rates at their initial values (if it is on)."""
+        a = self.adaptation_sampling
+        if a is None:
+            return state
+        return dataclasses.replace(
+            state,
+            lr_sigma=float(self.sigma_lr) if a.sigma else None,
+            lr_mean=optimizer_lr(self.optimizer) if a.mean else None,
+        )
+
+    def _adapt_rates(
+        self, state: SearchState, ask: Ask, signed: np.ndarray
+    ) -> tuple[float | None, float | None, dict[str, float]]:
+        """Adaptation sampling: this generation's sigma and mean rates (None: not adapted)."""
+        a = self.adaptation_sampling
+        if a is None:
+            return None, None, {}
+        rates = {"sigma": state.lr_sigma, "mean": state.lr_mean}
+        init = {"sigma": float(self.sigma_lr), "mean": optimizer_lr(self.optimizer)}
+        metrics: dict[str, float] = {}
+        for which in [w for w in ("sigma", "mean") if rates[w] is not None]:
+            rate = rates[which]
+            assert rate is not None
+            if state.prev_mean is not None and state.prev_dist is not None:
+                mw = larger_rate_test(
+                    self.distribution,
+                    self.noise,
+                    ask.ids,
+                    signed,
+                    state.mean,
+                    state.dist,
+                    state.prev_mean,
+                    state.prev_dist,
+                    which,
+                )
+                rate = adapt_rate(rate, init[which], mw.p >= significance_level(self.dim), a.c)
+                metrics[f"as_p_{which}"] = mw.p
+                metrics[f"as_ess_{which}"] = mw.ess / signed.size
+            rates[which] = rate
+            metrics[f"lr_{which}"] = rate
+        return rates["sigma"], rates["mean"], metrics
 
     def _fresh_params(self, restart: int) -> SearchParams:
         params = self.distribution.init(self.dim, self.sigma_init, _mix(self.seed, restart))
@@ -355,16 +422,23 @@ class Strategy:
         u = self.utilities(signed)
         a, b = u[:, 0] - u[:, 1], u[:, 0] + u[:, 1]
 
+        # -- adaptation sampling: this generation's rates (None: the configured ones)
+        lr_sigma, lr_mean, as_metrics = self._adapt_rates(state, ask, signed)
+        sigma_lr = self.sigma_lr if lr_sigma is None else lr_sigma
+        # --
+
         dist = self.distribution
-        grads = dist.gradients(state.dist, self.noise, ask.ids, a, b, with_sigma=self.sigma_lr != 0)
+        grads = dist.gradients(state.dist, self.noise, ask.ids, a, b, with_sigma=sigma_lr != 0)
         g_mean = grads.mean
         if self.weight_decay:  # natural gradient of -lambda/2 ||mean||^2: -lambda Sigma mean
             g_mean = g_mean - self.weight_decay * dist.cov_times(state.dist, state.mean)
         with np.errstate(over="ignore", invalid="ignore"):  # checked just below
             delta, opt = self.optimizer.step(state.opt, g_mean)
+            if lr_mean is not None:  # adaptation sampling: the step scaled to lr_mean
+                delta = delta * (lr_mean / optimizer_lr(self.optimizer))
             mean = state.mean + delta
         params, dist_metrics = dist.update(
-            state.dist, grads, self.sigma_lr, self.cov_lr, self.sigma_bounds
+            state.dist, grads, sigma_lr, self.cov_lr, self.sigma_bounds
         )
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(params.sigma))):
             raise FloatingPointError(
@@ -392,6 +466,8 @@ class Strategy:
             state.restart,
             state.mean if self.keeps_prev else None,
             state.dist if self.keeps_prev else None,
+            lr_sigma,
+            lr_mean,
         )
         fin = f[finite]
         scale_mean, scale_min, scale_max = params.scale_stats()
@@ -409,6 +485,7 @@ class Strategy:
             "nonfinite": int((~finite).sum()),
             "num_pairs": ask.num_pairs,
             **dist_metrics,
+            **as_metrics,
         }
         if self.restarts is not None:
             gen_best = float(signed[finite].max()) if finite.any() else -math.inf
@@ -448,7 +525,17 @@ class Strategy:
             pairs,
             RestartState(count, -math.inf, state.generation),
         )
+        fresh = self._initial_rates(fresh)  # adaptation sampling starts afresh too
         return fresh, {"restart": 1, "restarts": count, "restart_reason": reason}
+
+
+def optimizer_lr(optimizer: Optimizer) -> float:
+    """The optimizer's learning rate (ClipUp's default ``max_speed / 2``; 1 without one)."""
+    lr = getattr(optimizer, "lr", None)
+    if lr is None:
+        speed = getattr(optimizer, "max_speed", None)
+        return 1.0 if speed is None else float(speed) / 2
+    return float(lr)
 
 
 def _mix(seed: int, restart: int) -> int:
@@ -459,6 +546,7 @@ def _mix(seed: int, restart: int) -> int:
 __all__ = [
     "DEFAULT_DISTRIBUTION",
     "DISTRIBUTIONS",
+    "AdaptationSampling",
     "Ask",
     "Restarts",
     "SearchState",
