@@ -43,6 +43,7 @@ from esvo.checkpoint import (
     write_text_atomic,
 )
 from esvo.config import Config, ConfigError, dump_config, load_config
+from esvo.core.adaptation import AdaptationSampling
 from esvo.core.distributions import SigmaBounds, make_distribution
 from esvo.core.noise import TABLE_MIN_DIM, Noise, default_table_size, make_noise
 from esvo.core.running_stat import RunningStat
@@ -193,6 +194,8 @@ def make_strategy(cfg: Config, objective: Objective) -> Strategy:
             r.stall_tol,
             r.max_condition,
         )
+    a = s.adaptation_sampling
+    adaptation = AdaptationSampling(a.c, a.target) if a.enabled else None
     return Strategy(
         objective.num_params,
         maximize=objective.maximize if s.maximize is None else s.maximize,
@@ -208,6 +211,7 @@ def make_strategy(cfg: Config, objective: Objective) -> Strategy:
         optimizer=cfg.optimizer.build(),
         weight_decay=s.weight_decay,
         restarts=restarts,
+        adaptation_sampling=adaptation,
         seed=cfg.run.seed,
         noise=make_noise_source(cfg, objective.num_params),
     )

@@ -247,6 +247,23 @@ BROKEN += [  # found by a hostile tester: each must fail fast, in one line, with
     ("restarts_unknown_key", {"strategy": {"restarts": {"maxx": 2}}}, [],
      ["'strategy.restarts.maxx'", "did you mean 'max'"]),
     ("cov_lr_negative", {"strategy": {"cov_lr": -0.1}}, [], ["strategy.cov_lr = -0.1", ">= 0"]),
+    # adaptation sampling
+    ("adaptation_unknown_key", {"strategy": {"adaptation_sampling": {"enable": True}}}, [],
+     ["'strategy.adaptation_sampling.enable'", "did you mean 'enabled'"]),
+    ("adaptation_not_a_mapping", {"strategy": {"adaptation_sampling": True}}, [],
+     ["strategy.adaptation_sampling = True", "a mapping"]),
+    ("adaptation_enabled_not_bool", {"strategy": {"adaptation_sampling": {"enabled": "yes"}}},
+     [], ["strategy.adaptation_sampling.enabled = 'yes'", "true or false"]),
+    ("adaptation_c_zero", {"strategy": {"adaptation_sampling": {"c": 0}}}, [],
+     ["strategy.adaptation_sampling.c = 0", "in (0, 1)"]),
+    ("adaptation_c_above_1", {}, ["strategy.adaptation_sampling.c=1.5"],
+     ["--set strategy.adaptation_sampling.c=1.5: strategy.adaptation_sampling.c = 1.5",
+      "in (0, 1)"]),
+    ("adaptation_bad_target", {"strategy": {"adaptation_sampling": {"target": "cov"}}}, [],
+     ["strategy.adaptation_sampling.target = 'cov'", "'sigma', 'mean', 'both'"]),
+    ("adaptation_of_a_fixed_sigma",
+     {"strategy": {"sigma_lr": 0, "adaptation_sampling": {"enabled": True, "target": "both"}}},
+     [], ["strategy.adaptation_sampling.target = 'both'", "strategy.sigma_lr = 0"]),
 ]  # fmt: skip
 
 
@@ -370,6 +387,11 @@ def test_validate_without_strategy_and_optimizer_prints_the_nes_defaults(tmp_pat
     assert printed["strategy"]["shaping"] == DEFAULT_SHAPING == "nes"
     assert printed["optimizer"]["kind"] == DEFAULT_OPTIMIZER == "sgd"
     assert printed["optimizer"]["lr"] == 1.0
+    assert printed["strategy"]["adaptation_sampling"] == {
+        "enabled": False,
+        "c": 0.1,
+        "target": "sigma",
+    }
 
 
 def test_validate_overrides_are_yaml_typed(tmp_path, capsys):

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from esvo.core import NoiseGenerator, NoiseTable, Strategy, make_distribution
+from esvo.core import NoiseGenerator, NoiseTable, Strategy, make_distribution, make_optimizer
+from esvo.core.adaptation import AdaptationSampling
 from esvo.core.running_stat import RunningStat
 from esvo.objectives.base import make_objective
 from esvo.parallel import SerialEvaluator
@@ -36,6 +37,7 @@ def make_strategy(
     noise_kind: str = "generator",
     num_pairs: int = 12,
     distribution: str = "separable",
+    adaptation: AdaptationSampling | None = None,
 ):
     objective = make_objective(**objective_spec)
     dim = objective.num_params
@@ -49,6 +51,9 @@ def make_strategy(
         num_pairs=num_pairs,
         noise=noise,
         seed=SEED,
+        adaptation_sampling=adaptation,
+        # with adaptation of the mean, its step is Adam's scaled by lr_mean / lr
+        optimizer=None if adaptation is None else make_optimizer("adam", lr=0.05),
     )
     return strategy, objective
 
@@ -59,10 +64,13 @@ def trajectory(
     generations: int = 4,
     noise_kind="generator",
     distribution="separable",
+    adaptation=None,
 ):
     """The trainer's loop in miniature (ask, evaluate, tell, merge obs stats): per generation
     the arrays that must match bitwise, and the evaluator's stats."""
-    strategy, objective = make_strategy(objective_spec, noise_kind, distribution=distribution)
+    strategy, objective = make_strategy(
+        objective_spec, noise_kind, distribution=distribution, adaptation=adaptation
+    )
     state = strategy.init(objective.initial_params(SEED))
     obs = RunningStat.zeros(objective.obs_dim) if objective.obs_dim else None
     arrays, stats = [], []
@@ -81,6 +89,8 @@ def trajectory(
         state, _ = strategy.tell(state, ask, results.fitness)
         row = [state.mean, state.sigma, *state.dist.to_arrays().values()]
         row += [results.fitness, results.steps]
+        if adaptation is not None:  # the adapted rates
+            row += [np.array([state.lr_sigma or -1.0, state.lr_mean or -1.0])]
         if obs is not None:
             s = results.obs_stats
             obs = obs.merge_sums(s.count.sum(), s.sum.sum(axis=0), s.sumsq.sum(axis=0))
@@ -99,7 +109,7 @@ def assert_bitwise(a, b):
 
 
 def serial_trajectory(
-    objective_spec, noise_kind="generator", generations=4, distribution="separable"
+    objective_spec, noise_kind="generator", generations=4, distribution="separable", adaptation=None
 ):
     strategy, _ = make_strategy(objective_spec, noise_kind, distribution=distribution)
     return trajectory(
@@ -108,6 +118,7 @@ def serial_trajectory(
         generations,
         noise_kind,
         distribution,
+        adaptation,
     )[0]
 
 
@@ -164,8 +175,32 @@ def test_correlated_distributions_serial_equal_ray_1_and_2_workers(
         assert_bitwise(expected, got)
 
 
-@pytest.mark.parametrize("distribution", ["separable", "full", "lowrank"])
-def test_worker_killed_mid_generation_same_trajectory(ray_session, tmp_path, distribution):
+# adaptation sampling: rates decided on the driver from ids and fitness, so the same bits
+ADAPT = {"sigma": AdaptationSampling(target="sigma"), "both": AdaptationSampling(target="both")}
+
+
+@pytest.mark.parametrize(
+    ("distribution", "target"), [("separable", "both"), ("isotropic", "sigma"), ("full", "both")]
+)
+def test_adaptation_sampling_serial_equals_ray_1_and_2_workers(ray_session, distribution, target):
+    adaptation = ADAPT[target]
+    expected = serial_trajectory(SPHERE, "table", 6, distribution, adaptation)
+    rates = [row[-1] for row in expected]
+    assert len({tuple(r) for r in rates}) > 2, rates  # the rates did move
+    strategy, _ = make_strategy(SPHERE, "table", distribution=distribution)
+    for num_workers, chunks in [(1, 4), (2, 3)]:
+        with RayEvaluator(
+            SPHERE, strategy.noise.spec(), num_workers=num_workers, chunks_per_worker=chunks
+        ) as ev:
+            got, _ = trajectory(ev, SPHERE, 6, "table", distribution, adaptation)
+        assert_bitwise(expected, got)
+
+
+@pytest.mark.parametrize(
+    ("distribution", "target"),
+    [("separable", None), ("full", None), ("lowrank", None), ("separable", "both")],
+)
+def test_worker_killed_mid_generation_same_trajectory(ray_session, tmp_path, distribution, target):
     spec = {
         "kind": "python",
         "target": SLOW,
@@ -175,7 +210,10 @@ def test_worker_killed_mid_generation_same_trajectory(ray_session, tmp_path, dis
         "block_generation": 1,
         "block_pair": 4,  # the middle of chunk [3, 4, 5]
     }
-    expected = serial_trajectory(SPHERE, generations=3, distribution=distribution)
+    adaptation = None if target is None else ADAPT[target]
+    expected = serial_trajectory(
+        SPHERE, generations=3, distribution=distribution, adaptation=adaptation
+    )
     strategy, _ = make_strategy(SPHERE, distribution=distribution)
     killed: list[int] = []
 
@@ -193,7 +231,9 @@ def test_worker_killed_mid_generation_same_trajectory(ray_session, tmp_path, dis
     with RayEvaluator(spec, strategy.noise.spec(), num_workers=2, chunks_per_worker=2) as ev:
         killer = threading.Thread(target=kill_blocked_worker, daemon=True)
         killer.start()
-        got, stats = trajectory(ev, spec, generations=3, distribution=distribution)
+        got, stats = trajectory(
+            ev, spec, generations=3, distribution=distribution, adaptation=adaptation
+        )
         killer.join(timeout=5)
         pids = ev.worker_pids()
     assert killed, "the blocking pair was never reached"
