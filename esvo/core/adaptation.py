@@ -185,7 +185,6 @@ def log_weights(
     sigma / sigma'`` and ``delta = mean' - mean``, ``log w' = 1/2 sum (1 - r^2) z^2 ±
     sum (r^2 delta / sigma) z - 1/2 sum (delta / sigma')^2 - sum log(sigma' / sigma)``. Other
     distributions: ``log_density`` of the step placed in each frame by ``whiten``."""
-    rows = max(1, (1 << 20) // max(noise.dim, 1))
     out = np.empty((len(ids), 2))
     if isinstance(params, DiagonalParams) and isinstance(hyp_params, DiagonalParams):
         d = len(mean)
@@ -196,12 +195,15 @@ def log_weights(
         lin = r2 * delta / s  # (d,)
         const = -0.5 * float(np.sum(np.square(delta / s2)))
         const -= float(np.sum(np.broadcast_to(np.log(s2 / s), (d,))))
-        for k0 in range(0, len(ids), rows):
-            z = np.stack([noise.get(p) for p in ids[k0 : k0 + rows]]).astype(np.float64)
-            q, lz = (z * z) @ quad, z @ lin  # (rows,)
-            out[k0 : k0 + len(z), 0] = const + q + lz
-            out[k0 : k0 + len(z), 1] = const + q - lz
+        with_q, with_l = bool(np.any(quad)), bool(np.any(lin))
+        for k, pid in enumerate(ids):
+            # einsum: no BLAS, so the same bits whatever the thread count; one row at a time
+            z = np.asarray(noise.get(pid), dtype=np.float64)
+            q = np.einsum("i,i,i->", z, z, quad) if with_q else 0.0
+            lz = np.einsum("i,i->", z, lin) if with_l else 0.0
+            out[k] = const + q + lz, const + q - lz
         return out
+    rows = max(1, (1 << 20) // max(noise.dim, 1))
     shift = hyp_mean - mean
     for k0 in range(0, len(ids), rows):
         z = np.stack([noise.get(p) for p in ids[k0 : k0 + rows]]).astype(np.float64)
