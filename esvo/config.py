@@ -39,6 +39,7 @@ from esvo.core.strategy import (
 from esvo.objectives.functions import FUNCTIONS
 
 __all__ = [
+    "AdaptationSamplingConfig",
     "CheckpointConfig",
     "Config",
     "ConfigError",
@@ -359,6 +360,22 @@ class PopulationConfig:
 
 
 @dataclass(frozen=True)
+class AdaptationSamplingConfig:
+    """Adaptation sampling (``esvo.core.adaptation``): each generation, test on the current
+    samples whether a 1.5x longer last step would have been better (importance weights and a
+    weighted Mann-Whitney test); grow the rate by ``(1 + c)`` (at most ``max(1, initial)``) if
+    it would not have been worse, else relax it towards its initial value by ``(1 - c)``."""
+
+    enabled: bool = False
+    """adapt the learning rates online (off: the configured rates, unchanged)"""
+    c: float = _f(0.1, gt=0, lt=1)
+    """growth ``(1 + c)`` and relaxation ``(1 - c)`` factor per generation"""
+    target: Literal["sigma", "mean", "both"] = "sigma"
+    """which rate adapts: ``sigma`` (strategy.sigma_lr, metric lr_sigma), ``mean`` (a
+    multiplier on the optimizer's step, in optimizer.lr units, metric lr_mean) or ``both``"""
+
+
+@dataclass(frozen=True)
 class StrategyConfig:
     """The search distribution and its update (arguments of ``esvo.core.Strategy``, with the
     same defaults: NES log-utilities; OpenAI-ES settings are ``shaping: centered_ranks`` with
@@ -409,6 +426,8 @@ class StrategyConfig:
     """reuse of the previous population's samples (off by default)"""
     population: PopulationConfig = field(default_factory=PopulationConfig)
     """a population budgeted by env steps (off by default: ``env_steps: null``)"""
+    adaptation_sampling: AdaptationSamplingConfig = field(default_factory=AdaptationSamplingConfig)
+    """online learning rates for sigma and/or the mean (off by default)"""
 
 
 # Ranges of optimizer options by name (their types come from the optimizer's dataclass).
@@ -746,6 +765,11 @@ def _check_cross_fields(cfg: Config, source: str) -> None:
         raise ConfigError(
             source, "strategy.population.env_steps", strategy.population.env_steps, allowed
         )
+    if strategy.importance_mixing.enabled and strategy.adaptation_sampling.enabled:
+        allowed = "false with strategy.importance_mixing.enabled (adaptation sampling weights "
+        allowed += "the generation's own pairs; importance mixing replaces them with single "
+        allowed += "members and kept old ones)"
+        raise ConfigError(source, "strategy.adaptation_sampling.enabled", True, allowed)
     if k is not None and strategy.importance_mixing.enabled:
         allowed = "null with strategy.importance_mixing.enabled (top_k ranks pairs; importance "
         allowed += "mixing splits them into members)"
@@ -753,6 +777,11 @@ def _check_cross_fields(cfg: Config, source: str) -> None:
     if strategy.restarts.high <= strategy.restarts.low:
         allowed = f"a number > strategy.restarts.low = {strategy.restarts.low!r}"
         raise ConfigError(source, "strategy.restarts.high", strategy.restarts.high, allowed)
+    adapt = strategy.adaptation_sampling
+    if adapt.enabled and adapt.target != "mean" and strategy.sigma_lr == 0:
+        allowed = "'mean' while strategy.sigma_lr = 0 (a rate of 0 cannot grow), or sigma_lr > 0"
+        key = "strategy.adaptation_sampling.target"
+        raise ConfigError(source, key, adapt.target, allowed)
     if strategy.sigma_max <= strategy.sigma_min:
         allowed = f"a number > strategy.sigma_min = {strategy.sigma_min!r}"
         raise ConfigError(source, "strategy.sigma_max", strategy.sigma_max, allowed)

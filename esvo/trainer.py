@@ -47,6 +47,7 @@ from esvo.checkpoint import (
     write_text_atomic,
 )
 from esvo.config import Config, ConfigError, dump_config, load_config
+from esvo.core.adaptation import AdaptationSampling
 from esvo.core.distributions import SigmaBounds, make_distribution
 from esvo.core.mixing import ImportanceMixing
 from esvo.core.noise import (
@@ -217,6 +218,8 @@ def make_strategy(cfg: Config, objective: Objective) -> Strategy:
     num_pairs = s.num_pairs
     if s.population.env_steps is not None and s.population.min_pairs is not None:
         num_pairs = s.population.min_pairs  # the smallest population (top_k is checked on it)
+    a = s.adaptation_sampling
+    adaptation = AdaptationSampling(a.c, a.target) if a.enabled else None
     return Strategy(
         objective.num_params,
         maximize=objective.maximize if s.maximize is None else s.maximize,
@@ -235,6 +238,7 @@ def make_strategy(cfg: Config, objective: Objective) -> Strategy:
         importance_mixing=ImportanceMixing(s.importance_mixing.min_refresh)
         if s.importance_mixing.enabled
         else None,
+        adaptation_sampling=adaptation,
         seed=cfg.run.seed,
         noise=make_noise_source(cfg, objective.num_params),
     )

@@ -27,7 +27,16 @@
     delta of the mean's step and the equal-covariance prediction (1 - alpha) 2 Phi(-delta/2)
     (research.md §(c)) beside it: the thesis' question of importance weights in high d.
 
-    python scripts/bench_convergence.py [--suite nes|compare|mixing] [--seeds N] [--only NAME]
+--suite adaptation (5 seeds): the nes suite's problems with and without adaptation sampling
+    (``AdaptationSampling(target="sigma")``), both diagonal distributions, evaluations until
+    the mean reaches the target (capped at 2x the budget), median and range over the seeds;
+    plus sphere d=10 from sigma0 = 1e-4 (far too small) and 10 (far too large). Then the
+    weight collapse: the importance weights' effective sample size (as_ess_sigma, a fraction
+    of the population) and the rate over 300 generations of separable SNES on the sphere
+    for d = 10 ... 10,000.
+
+    python scripts/bench_convergence.py [--suite nes|compare|mixing|adaptation] [--seeds N]
+        [--only NAME]
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from esvo.core import Strategy
+from esvo.core.adaptation import AdaptationSampling
 from esvo.objectives.functions import FUNCTIONS, HIMMELBLAU_MINIMA
 
 PROBLEMS = [  # name, d, theta0, target, budget
@@ -60,9 +70,16 @@ def done(name, st, f, target):
     return f(st.mean) < target
 
 
-def evaluations(name, dim, theta0, target, limit, distribution, seed):
+def evaluations(name, dim, theta0, target, limit, distribution, seed, sigma0=0.5, adaptation=None):
     f = FUNCTIONS[name]
-    s = Strategy(dim, maximize=False, distribution=distribution, sigma_init=0.5, seed=seed)
+    s = Strategy(
+        dim,
+        maximize=False,
+        distribution=distribution,
+        sigma_init=sigma0,
+        seed=seed,
+        adaptation_sampling=adaptation,
+    )
     st, evals = s.init(np.full(dim, theta0)), 0
     while evals < limit and not done(name, st, f, target):
         a = s.ask(st)
@@ -83,6 +100,73 @@ def nes_suite(seeds: int) -> None:
             shown = ", ".join("fail" if c is None else f"{c:,}" for c in counts)
             print(
                 f"{name + ' d=' + str(dim):<16} {target:>7.0e} {budget:>9,} {dist:>12}  {shown}",
+                flush=True,
+            )
+
+
+# ---------------------------------------------------------------------------------- adaptation
+# target "both" gives the same counts as "sigma" here: with NES's SGD lr 1 the mean's rate
+# starts at its cap (max(1, lr)) and can only stay there (measured on the first 5 problems)
+ADAPT_VARIANTS = {"off": None, "as-sigma": AdaptationSampling(target="sigma")}
+
+
+def adaptation_suite(seeds: int, only: str | None = None) -> None:
+    problems = [(*p, 0.5) for p in PROBLEMS] + [
+        ("sphere", 10, 1.0, 1e-8, 4_000, 1e-4),
+        ("sphere", 10, 1.0, 1e-8, 4_000, 10.0),
+    ]
+    print(
+        f"{'problem':<16} {'sigma0':>6} {'target':>7} {'budget':>9} {'distribution':>12}"
+        f" {'variant':>9} {'reached':>7} {'median':>9} {'range':>19}  evaluations per seed"
+    )
+    for name, dim, theta0, target, budget, sigma0 in problems:
+        if only and only not in f"{name} d={dim} sigma0={sigma0:g}":
+            continue
+        for dist in ("isotropic", "separable"):
+            for label, adaptation in ADAPT_VARIANTS.items():
+                counts = [
+                    evaluations(
+                        name, dim, theta0, target, 2 * budget, dist, seed, sigma0, adaptation
+                    )
+                    for seed in range(seeds)
+                ]
+                ok = [c for c in counts if c is not None]
+                med = median([c if c is not None else math.inf for c in counts])
+                span = f"{min(ok):,}–{max(ok):,}" if ok else "-"
+                if len(ok) < len(counts):
+                    span = f"{min(ok):,}–fail" if ok else "fail"
+                shown = ", ".join("fail" if c is None else f"{c:,}" for c in counts)
+                print(
+                    f"{name + ' d=' + str(dim):<16} {sigma0:>6g} {target:>7.0e} {budget:>9,}"
+                    f" {dist:>12} {label:>9} {len(ok):>5}/{len(counts)} {count(med):>9}"
+                    f" {span:>19}  {shown}",
+                    flush=True,
+                )
+    if only and only != "collapse":
+        return
+    print("\nweight collapse: separable, sphere from distance 1, sigma0 0.5/sqrt(d), as-sigma")
+    print(f"{'d':>7} {'seed':>4} {'ess med':>8} {'ess p10':>8} {'lr_sigma med':>12} {'init':>6}")
+    for dim in (10, 100, 1000, 10_000):
+        for seed in range(min(seeds, 3)):
+            s = Strategy(
+                dim,
+                maximize=False,
+                distribution="separable",
+                sigma_init=0.5 / math.sqrt(dim),
+                seed=seed,
+                adaptation_sampling=AdaptationSampling(),
+            )
+            st = s.init(np.full(dim, 1 / math.sqrt(dim)))
+            ess, lr = [], []
+            for _ in range(300):
+                a = s.ask(st)
+                st, m = s.tell(st, a, FUNCTIONS["sphere"](s.population(st, a)))
+                if "as_ess_sigma" in m:
+                    ess.append(m["as_ess_sigma"])
+                    lr.append(m["lr_sigma"])
+            print(
+                f"{dim:>7} {seed:>4} {np.median(ess):>8.3f} {np.percentile(ess, 10):>8.3f}"
+                f" {np.median(lr):>12.3f} {s.sigma_lr:>6.3f}",
                 flush=True,
             )
 
@@ -593,14 +677,21 @@ def reuse_against_d(seeds: int, generations: int = 150) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--suite", choices=("nes", "compare", "mixing"), default="nes")
-    p.add_argument("--seeds", type=int, help="default 3 (nes), 5 (compare, mixing)")
-    p.add_argument("--only", help="compare: only problems whose title contains this, e.g. 'd=1000'")
+    suites = ("nes", "compare", "mixing", "adaptation")
+    p.add_argument("--suite", choices=suites, default="nes")
+    p.add_argument("--seeds", type=int, help="default 3 (nes), 5 (compare, mixing, adaptation)")
+    p.add_argument(
+        "--only",
+        help="only problems whose title contains this, e.g. 'd=1000' (compare), "
+        "'rosenbrock d=10' or 'collapse' (adaptation)",
+    )
     args = p.parse_args()
     if args.suite == "nes":
         nes_suite(args.seeds or 3)
     elif args.suite == "mixing":
         mixing_suite(args.seeds or 5, args.only)
+    elif args.suite == "adaptation":
+        adaptation_suite(args.seeds or 5, args.only)
     else:
         compare_suite(args.seeds or 5, args.only)
 

@@ -25,6 +25,11 @@ to the threshold, ``cap`` the training episode cap at the threshold (``-``: no c
     .venv/bin/python scripts/bench_learning.py configs/cartpole.yaml \
         --variant budget:strategy.population.env_steps=2000,strategy.population.max_pairs=64 \
         --variant cutoff:objective.episode_cutoff.initial=50
+
+``--sigma`` adds the search distribution's trajectory: ``sigma_mean`` after the first generation
+(``sig0``), at the row's generation (``sig``, with ``sig_min``/``sig_max`` over the
+coordinates), the last evaluated return (``last_eval``) and, with adaptation sampling, the
+adapted sigma rate at that generation (``lr_sig``).
 """
 
 from __future__ import annotations
@@ -51,6 +56,16 @@ COLUMNS = [
     ("pairs", 6, ".1f"),
     ("waves", 6, ".1f"),
     ("cap", 6, "d"),
+]
+
+
+SIGMA_COLUMNS = [
+    ("last_eval", 10, ".1f"),
+    ("sig0", 7, ".4f"),
+    ("sig", 7, ".4f"),
+    ("sig_min", 8, ".4f"),
+    ("sig_max", 8, ".4f"),
+    ("lr_sig", 7, ".3f"),
 ]
 
 
@@ -86,12 +101,18 @@ def summarize(rows: list[dict], target: float) -> dict:
         "pairs": statistics.median(r["num_pairs"] for r in upto),
         "waves": statistics.median(r.get("waves", 1) for r in upto),
         "cap": last.get("episode_cap", "-"),
+        "last_eval": evals[-1] if evals else float("nan"),
+        "sig0": float(rows[0]["sigma_mean"]),
+        "sig": float(last["sigma_mean"]),
+        "sig_min": float(last["sigma_min"]),
+        "sig_max": float(last["sigma_max"]),
+        "lr_sig": float(last.get("lr_sigma", float("nan"))),
     }
 
 
-def fmt(row: dict) -> str:
+def fmt(row: dict, columns=COLUMNS) -> str:
     cells = []
-    for name, width, spec in COLUMNS:
+    for name, width, spec in columns:
         v = row[name]
         if isinstance(v, str):
             cells.append(f"{v:>{width}}")
@@ -120,7 +141,9 @@ def main() -> None:
         metavar="LABEL:KEY=VALUE[,...]",
         help="also run every config with these overrides, rows named config[LABEL]",
     )
+    p.add_argument("--sigma", action="store_true", help="add sigma's trajectory (columns)")
     args = p.parse_args()
+    columns = COLUMNS + SIGMA_COLUMNS if args.sigma else COLUMNS
     variants = [("", [])]
     for v in args.variants:
         label, _, sets = v.partition(":")
@@ -128,7 +151,7 @@ def main() -> None:
             p.error(f"--variant {v!r}: expected LABEL:KEY=VALUE[,KEY=VALUE...]")
         variants.append((label, sets.split(",")))
 
-    header = " ".join(f"{n:>{w}}" for n, w, _ in COLUMNS)
+    header = " ".join(f"{n:>{w}}" for n, w, _ in columns)
     table: list[str] = []
     for cfg_path, (label, extra) in [(c, v) for c in args.configs for v in variants]:
         target = load_config(cfg_path).run.target
@@ -139,7 +162,7 @@ def main() -> None:
             if args.reuse and any(out.rglob("metrics.jsonl")):
                 s = summarize(read_metrics(out), target)
                 results.append(s)
-                table.append(fmt({"config": name, "seed": str(seed), **s}))
+                table.append(fmt({"config": name, "seed": str(seed), **s}, columns))
                 continue
             shutil.rmtree(out, ignore_errors=True)
             argv = [
@@ -159,16 +182,19 @@ def main() -> None:
             esvo_main(argv)
             s = summarize(read_metrics(out), target)
             results.append(s)
-            line = fmt({"config": name, "seed": str(seed), **s})
+            line = fmt({"config": name, "seed": str(seed), **s}, columns)
             table.append(line)
             print(line, flush=True)
         med = {
             k: statistics.median(r[k] for r in results) if results[0][k] != "-" else "-"
-            for k, _, sp in COLUMNS[3:]
+            for k, _, sp in columns[3:]
         }
         n_hit = sum(r["reached"] == "yes" for r in results)
         table.append(
-            fmt({"config": name, "seed": "med", "reached": f"{n_hit}/{len(results)}", **med})
+            fmt(
+                {"config": name, "seed": "med", "reached": f"{n_hit}/{len(results)}", **med},
+                columns,
+            )
         )
     print()
     print(header)

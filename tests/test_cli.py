@@ -261,6 +261,9 @@ BROKEN += [  # found by a hostile tester: each must fail fast, in one line, with
     ("mixing_with_a_step_budget", {"objective": _CARTPOLE, "strategy": {
         "importance_mixing": {"enabled": True}, "population": {"env_steps": 100}}}, [],
      ["strategy.population.env_steps = 100", "importance mixing"]),
+    ("mixing_with_adaptation_sampling", {"strategy": {
+        "importance_mixing": {"enabled": True}, "adaptation_sampling": {"enabled": True}}}, [],
+     ["strategy.adaptation_sampling.enabled = True", "importance mixing"]),
     ("mixing_with_top_k", {"strategy": {"importance_mixing": {"enabled": True}, "top_k": 2}},
      [], ["strategy.top_k = 2", "importance mixing"]),
     # step-budgeted populations and the adaptive episode cutoff (issue 12)
@@ -311,6 +314,23 @@ BROKEN += [  # found by a hostile tester: each must fail fast, in one line, with
      ["'objective.episode_cutoff'", "'function'"]),
     ("cutoff_unknown_key", {"objective": {**_CARTPOLE, "episode_cutoff": {"grow": 2}}}, [],
      ["'objective.episode_cutoff.grow'", "did you mean 'growth'"]),
+    # adaptation sampling
+    ("adaptation_unknown_key", {"strategy": {"adaptation_sampling": {"enable": True}}}, [],
+     ["'strategy.adaptation_sampling.enable'", "did you mean 'enabled'"]),
+    ("adaptation_not_a_mapping", {"strategy": {"adaptation_sampling": True}}, [],
+     ["strategy.adaptation_sampling = True", "a mapping"]),
+    ("adaptation_enabled_not_bool", {"strategy": {"adaptation_sampling": {"enabled": "yes"}}},
+     [], ["strategy.adaptation_sampling.enabled = 'yes'", "true or false"]),
+    ("adaptation_c_zero", {"strategy": {"adaptation_sampling": {"c": 0}}}, [],
+     ["strategy.adaptation_sampling.c = 0", "in (0, 1)"]),
+    ("adaptation_c_above_1", {}, ["strategy.adaptation_sampling.c=1.5"],
+     ["--set strategy.adaptation_sampling.c=1.5: strategy.adaptation_sampling.c = 1.5",
+      "in (0, 1)"]),
+    ("adaptation_bad_target", {"strategy": {"adaptation_sampling": {"target": "cov"}}}, [],
+     ["strategy.adaptation_sampling.target = 'cov'", "'sigma', 'mean', 'both'"]),
+    ("adaptation_of_a_fixed_sigma",
+     {"strategy": {"sigma_lr": 0, "adaptation_sampling": {"enabled": True, "target": "both"}}},
+     [], ["strategy.adaptation_sampling.target = 'both'", "strategy.sigma_lr = 0"]),
 ]  # fmt: skip
 
 
@@ -448,6 +468,11 @@ def test_validate_prints_the_episode_cutoff_defaults(tmp_path, capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     cutoff = {"initial": 50, "growth": 2.0, "threshold": 0.5}
     assert printed["objective"]["episode_cutoff"] == cutoff
+    assert printed["strategy"]["adaptation_sampling"] == {
+        "enabled": False,
+        "c": 0.1,
+        "target": "sigma",
+    }
 
 
 def test_validate_overrides_are_yaml_typed(tmp_path, capsys):

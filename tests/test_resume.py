@@ -133,6 +133,20 @@ DISTRIBUTIONS = {
     # the pool of old members (ids, signs, fitness, origins) and the previous distribution
     "separable_mixing": {"importance_mixing": {"enabled": True}},
     "full_mixing": {"distribution": "full", "importance_mixing": {"enabled": True}},
+    # adaptation sampling: the adapted rates and the previous distribution are state
+    "adaptation_both": {"adaptation_sampling": {"enabled": True, "target": "both"}},
+    "lowrank_adaptation": {
+        "distribution": "lowrank",
+        "noise": "table",
+        "noise_table_size": 4096,
+        "adaptation_sampling": {"enabled": True, "c": 0.3},
+    },
+    # a restart every generation: the rates start afresh each time (no previous distribution)
+    "full_restarts_adaptation": {
+        "distribution": "full",
+        "restarts": {"max": 20, "sigma_tol": 1e3, "popsize_factor": 1.0},
+        "adaptation_sampling": {"enabled": True},
+    },
 }
 
 
@@ -146,6 +160,12 @@ def test_resume_after_interrupt_is_exact_on_a_function(tmp_path, strategy):
     if "restarts" in strategy:  # restarts happened before and after the interruption
         restarts = [r["restart"] for r in read_jsonl(tmp_path / "full" / "metrics.jsonl")]
         assert sum(restarts[:6]) >= 1 and sum(restarts[6:]) >= 1, restarts
+    if "adaptation_sampling" in strategy:  # the rates moved before and after the interruption
+        lr = [r["lr_sigma"] for r in read_jsonl(tmp_path / "full" / "metrics.jsonl")]
+        if "restarts" in strategy:
+            assert len(set(lr)) == 1, lr
+        else:
+            assert len(set(lr[:6])) > 2 and len(set(lr[6:])) > 2, lr
     part = train(cfg, tmp_path / "part", loggers=[interrupt_at(5)])
     assert (part.reason, part.generation) == ("interrupted", 6)  # between checkpoints 4 and 8
     assert len(read_jsonl(tmp_path / "part" / "metrics.jsonl")) == 6

@@ -5,6 +5,7 @@ utilities are higher-is-better. ``z`` is standard-normal float32 noise named by 
 ``mean`` and ``sigma`` are float64.
 """
 
+from esvo.core.adaptation import AdaptationSampling
 from esvo.core.distributions import (
     DISTRIBUTIONS,
     Full,
@@ -32,6 +33,7 @@ __all__ = [
     "DISTRIBUTIONS",
     "OPTIMIZERS",
     "SHAPINGS",
+    "AdaptationSampling",
     "Ask",
     "Full",
     "ImportanceMixing",

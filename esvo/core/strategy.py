@@ -23,6 +23,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from esvo.core.adaptation import (
+    AdaptationSampling,
+    adapt_rate,
+    larger_rate_test,
+    significance_level,
+)
 from esvo.core.distributions import (
     DISTRIBUTIONS,
     PARAMS,
@@ -116,6 +122,10 @@ class SearchState:
     prev_dist: SearchParams | None = None
     # Importance mixing: this generation's population, member by member (esvo.core.mixing)
     pool: Pool | None = None
+    # Adaptation sampling's rates (``Strategy(adaptation_sampling=...)``): sigma's and the
+    # mean's (in the optimizer's lr units); None when it is off.
+    lr_sigma: float | None = None
+    lr_mean: float | None = None
 
     @property
     def sigma(self) -> np.ndarray:
@@ -145,6 +155,9 @@ class SearchState:
             out.update({f"prev/dist/{k}": v for k, v in self.prev_dist.to_arrays().items()})
         if self.pool is not None:
             out.update(self.pool.to_arrays())
+        for name in ("lr_sigma", "lr_mean"):  # adaptation sampling
+            if getattr(self, name) is not None:
+                out[f"adapt/{name}"] = np.asarray(getattr(self, name), dtype=np.float64)
         return out
 
     @classmethod
@@ -184,6 +197,8 @@ class SearchState:
             prev_mean=prev_mean,
             prev_dist=prev_dist,
             pool=Pool.from_arrays(arrays, kind),
+            lr_sigma=float(arrays["adapt/lr_sigma"]) if "adapt/lr_sigma" in arrays else None,
+            lr_mean=float(arrays["adapt/lr_mean"]) if "adapt/lr_mean" in arrays else None,
         )
 
 
@@ -251,6 +266,8 @@ class Strategy:
         importance_mixing: reuse the previous population's members and their fitness
             (``esvo.core.mixing``); ``None``: off. ``num_pairs`` then counts the population
             (``2 num_pairs`` members), of which only the fresh ones are evaluated.
+        adaptation_sampling: adapt sigma's and/or the mean's learning rate online
+            (``esvo.core.adaptation``); ``None``: fixed rates.
         seed: run seed; with the generation and pair index it names every perturbation.
         noise: a ``Noise`` (of the distribution's noise dimension), or ``"table"`` /
             ``"generator"`` / ``"auto"`` (by dimension).
@@ -274,6 +291,7 @@ class Strategy:
         weight_decay: float = 0.0,
         restarts: Restarts | None = None,
         importance_mixing: ImportanceMixing | None = None,
+        adaptation_sampling: AdaptationSampling | None = None,
         seed: int = 0,
         noise: Noise | str = "auto",
     ):
@@ -302,7 +320,15 @@ class Strategy:
         self.restarts = restarts
         if importance_mixing is not None and top_k is not None:
             raise ValueError("top_k ranks pairs; importance mixing mixes single members")
+        if importance_mixing is not None and adaptation_sampling is not None:
+            raise ValueError(
+                "adaptation sampling weights the generation's own pairs; importance mixing "
+                "replaces them with single members and kept old ones: use one of the two"
+            )
         self.importance_mixing = importance_mixing
+        self.adaptation_sampling = adaptation_sampling
+        if adaptation_sampling is not None and adaptation_sampling.sigma and not self.sigma_lr:
+            raise ValueError("adaptation_sampling of sigma needs sigma_lr > 0")
         self.seed = int(seed)
         noise_dim = distribution.noise_dim(self.dim)
         if isinstance(noise, str):
@@ -317,8 +343,9 @@ class Strategy:
     @property
     def keeps_prev(self) -> bool:
         """Whether states carry the previous generation's distribution (``prev_mean``,
-        ``prev_dist``): features that compare the two distributions need it."""
-        return self.importance_mixing is not None
+        ``prev_dist``): features that compare the two distributions need it (importance
+        mixing, adaptation sampling)."""
+        return self.importance_mixing is not None or self.adaptation_sampling is not None
 
     # ------------------------------------------------------------------ ask/tell
     def init(self, theta0: np.ndarray) -> SearchState:
@@ -328,7 +355,52 @@ class Strategy:
         params = self._fresh_params(0)
         worst = -np.inf if self.maximize else np.inf
         opt = self.optimizer.init(self.dim)
-        return SearchState(0, mean, params, opt, mean.copy(), worst, self.num_pairs)
+        state = SearchState(0, mean, params, opt, mean.copy(), worst, self.num_pairs)
+        return self._initial_rates(state)
+
+    # ------------------------------------------------------------ adaptation sampling
+    def _initial_rates(self, state: SearchState) -> SearchState:
+        """The state with adaptation sampling's rates at their initial values (if it is on)."""
+        a = self.adaptation_sampling
+        if a is None:
+            return state
+        return dataclasses.replace(
+            state,
+            lr_sigma=float(self.sigma_lr) if a.sigma else None,
+            lr_mean=optimizer_lr(self.optimizer) if a.mean else None,
+        )
+
+    def _adapt_rates(
+        self, state: SearchState, ask: Ask, signed: np.ndarray
+    ) -> tuple[float | None, float | None, dict[str, float]]:
+        """Adaptation sampling: this generation's sigma and mean rates (None: not adapted)."""
+        a = self.adaptation_sampling
+        if a is None:
+            return None, None, {}
+        rates = {"sigma": state.lr_sigma, "mean": state.lr_mean}
+        init = {"sigma": float(self.sigma_lr), "mean": optimizer_lr(self.optimizer)}
+        metrics: dict[str, float] = {}
+        for which in [w for w in ("sigma", "mean") if rates[w] is not None]:
+            rate = rates[which]
+            assert rate is not None
+            if state.prev_mean is not None and state.prev_dist is not None:
+                mw = larger_rate_test(
+                    self.distribution,
+                    self.noise,
+                    ask.ids,
+                    signed,
+                    state.mean,
+                    state.dist,
+                    state.prev_mean,
+                    state.prev_dist,
+                    which,
+                )
+                rate = adapt_rate(rate, init[which], mw.p >= significance_level(self.dim), a.c)
+                metrics[f"as_p_{which}"] = mw.p
+                metrics[f"as_ess_{which}"] = mw.ess / signed.size
+            rates[which] = rate
+            metrics[f"lr_{which}"] = rate
+        return rates["sigma"], rates["mean"], metrics
 
     def _fresh_params(self, restart: int) -> SearchParams:
         params = self.distribution.init(self.dim, self.sigma_init, _mix(self.seed, restart))
@@ -404,8 +476,13 @@ class Strategy:
             u = self.utilities(signed)
         a, b = u[:, 0] - u[:, 1], u[:, 0] + u[:, 1]
 
+        # -- adaptation sampling: this generation's rates (None: the configured ones)
+        lr_sigma, lr_mean, as_metrics = self._adapt_rates(state, ask, signed)
+        sigma_lr = self.sigma_lr if lr_sigma is None else lr_sigma
+        # --
+
         dist = self.distribution
-        with_sigma = self.sigma_lr != 0
+        with_sigma = sigma_lr != 0
         grads = dist.gradients(state.dist, self.noise, ask.ids, a, b, with_sigma=with_sigma)
         if mixing and pool is not None and len(pool):
             grads = _add(grads, self._kept_gradients(state, pool, u_kept, with_sigma))
@@ -414,9 +491,11 @@ class Strategy:
             g_mean = g_mean - self.weight_decay * dist.cov_times(state.dist, state.mean)
         with np.errstate(over="ignore", invalid="ignore"):  # checked just below
             delta, opt = self.optimizer.step(state.opt, g_mean)
+            if lr_mean is not None:  # adaptation sampling: the step scaled to lr_mean
+                delta = delta * (lr_mean / optimizer_lr(self.optimizer))
             mean = state.mean + delta
         params, dist_metrics = dist.update(
-            state.dist, grads, self.sigma_lr, self.cov_lr, self.sigma_bounds
+            state.dist, grads, sigma_lr, self.cov_lr, self.sigma_bounds
         )
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(params.sigma))):
             raise FloatingPointError(
@@ -449,6 +528,8 @@ class Strategy:
             state.mean if self.keeps_prev else None,
             state.dist if self.keeps_prev else None,
             new_pool,
+            lr_sigma,
+            lr_mean,
         )
         # the population's scores: the evaluated members, and the kept ones
         fin = f[finite]
@@ -470,6 +551,7 @@ class Strategy:
             "num_pairs": n_pop,
             "gen_evaluations": ask.evaluations,
             **dist_metrics,
+            **as_metrics,
         }
         if mixing:
             metrics["reused"] = 0 if pool is None else len(pool)
@@ -530,6 +612,7 @@ class Strategy:
             pairs,
             RestartState(count, -math.inf, state.generation),
         )
+        fresh = self._initial_rates(fresh)  # adaptation sampling starts afresh too
         return fresh, {"restart": 1, "restarts": count, "restart_reason": reason}
 
 
@@ -562,6 +645,15 @@ def _next_pool(kept: Pool | None, origin: Origin, ask: Ask, fitness: np.ndarray)
     )
 
 
+def optimizer_lr(optimizer: Optimizer) -> float:
+    """The optimizer's learning rate (ClipUp's default ``max_speed / 2``; 1 without one)."""
+    lr = getattr(optimizer, "lr", None)
+    if lr is None:
+        speed = getattr(optimizer, "max_speed", None)
+        return 1.0 if speed is None else float(speed) / 2
+    return float(lr)
+
+
 def _mix(seed: int, restart: int) -> int:
     """The seed a distribution's random start (``lowrank``'s ``U``) is drawn from."""
     return int(np.random.SeedSequence([int(seed), int(restart)]).generate_state(1)[0])
@@ -570,6 +662,7 @@ def _mix(seed: int, restart: int) -> int:
 __all__ = [
     "DEFAULT_DISTRIBUTION",
     "DISTRIBUTIONS",
+    "AdaptationSampling",
     "Ask",
     "Restarts",
     "SearchState",

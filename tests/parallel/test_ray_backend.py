@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from esvo.core import NoiseGenerator, NoiseTable, Strategy, make_distribution
+from esvo.core import NoiseGenerator, NoiseTable, Strategy, make_distribution, make_optimizer
+from esvo.core.adaptation import AdaptationSampling
 from esvo.core.mixing import ImportanceMixing
 from esvo.core.running_stat import RunningStat
 from esvo.objectives.base import make_objective
@@ -37,6 +38,7 @@ def make_strategy(
     noise_kind: str = "generator",
     num_pairs: int = 12,
     distribution: str = "separable",
+    adaptation: AdaptationSampling | None = None,
     mixing: bool = False,
 ):
     objective = make_objective(**objective_spec)
@@ -51,7 +53,10 @@ def make_strategy(
         num_pairs=num_pairs,
         noise=noise,
         seed=SEED,
+        adaptation_sampling=adaptation,
         importance_mixing=ImportanceMixing() if mixing else None,
+        # with adaptation of the mean, its step is Adam's scaled by lr_mean / lr
+        optimizer=None if adaptation is None else make_optimizer("adam", lr=0.05),
     )
     return strategy, objective
 
@@ -62,12 +67,13 @@ def trajectory(
     generations: int = 4,
     noise_kind="generator",
     distribution="separable",
+    adaptation=None,
     mixing=False,
 ):
     """The trainer's loop in miniature (ask, evaluate, tell, merge obs stats): per generation
     the arrays that must match bitwise, and the evaluator's stats."""
     strategy, objective = make_strategy(
-        objective_spec, noise_kind, distribution=distribution, mixing=mixing
+        objective_spec, noise_kind, distribution=distribution, adaptation=adaptation, mixing=mixing
     )
     state = strategy.init(objective.initial_params(SEED))
     obs = RunningStat.zeros(objective.obs_dim) if objective.obs_dim else None
@@ -90,6 +96,8 @@ def trajectory(
         state, _ = strategy.tell(state, ask, results.fitness)
         row = [state.mean, state.sigma, *state.dist.to_arrays().values()]
         row += [results.fitness, results.steps]
+        if adaptation is not None:  # the adapted rates
+            row += [np.array([state.lr_sigma or -1.0, state.lr_mean or -1.0])]
         if obs is not None:
             s = results.obs_stats
             obs = obs.merge_sums(s.count.sum(), s.sum.sum(axis=0), s.sumsq.sum(axis=0))
@@ -111,7 +119,12 @@ def assert_bitwise(a, b):
 
 
 def serial_trajectory(
-    objective_spec, noise_kind="generator", generations=4, distribution="separable", mixing=False
+    objective_spec,
+    noise_kind="generator",
+    generations=4,
+    distribution="separable",
+    adaptation=None,
+    mixing=False,
 ):
     strategy, _ = make_strategy(objective_spec, noise_kind, distribution=distribution)
     return trajectory(
@@ -120,6 +133,7 @@ def serial_trajectory(
         generations,
         noise_kind,
         distribution,
+        adaptation,
         mixing,
     )[0]
 
@@ -177,6 +191,27 @@ def test_correlated_distributions_serial_equal_ray_1_and_2_workers(
         assert_bitwise(expected, got)
 
 
+# adaptation sampling: rates decided on the driver from ids and fitness, so the same bits
+ADAPT = {"sigma": AdaptationSampling(target="sigma"), "both": AdaptationSampling(target="both")}
+
+
+@pytest.mark.parametrize(
+    ("distribution", "target"), [("separable", "both"), ("isotropic", "sigma"), ("full", "both")]
+)
+def test_adaptation_sampling_serial_equals_ray_1_and_2_workers(ray_session, distribution, target):
+    adaptation = ADAPT[target]
+    expected = serial_trajectory(SPHERE, "table", 6, distribution, adaptation)
+    rates = [row[-1] for row in expected]
+    assert len({tuple(r) for r in rates}) > 2, rates  # the rates did move
+    strategy, _ = make_strategy(SPHERE, "table", distribution=distribution)
+    for num_workers, chunks in [(1, 4), (2, 3)]:
+        with RayEvaluator(
+            SPHERE, strategy.noise.spec(), num_workers=num_workers, chunks_per_worker=chunks
+        ) as ev:
+            got, _ = trajectory(ev, SPHERE, 6, "table", distribution, adaptation)
+        assert_bitwise(expected, got)
+
+
 @pytest.mark.parametrize("objective", [SPHERE, CARTPOLE], ids=["sphere", "cartpole"])
 def test_importance_mixing_serial_equals_ray_1_and_2_workers(ray_session, objective):
     # only the members asked for travel back scored; which ones, and which old members are
@@ -198,11 +233,16 @@ def test_importance_mixing_serial_equals_ray_1_and_2_workers(ray_session, object
 
 
 @pytest.mark.parametrize(
-    ("distribution", "mixing"),
-    [("separable", False), ("full", False), ("lowrank", False), ("separable", True)],
-    ids=["separable", "full", "lowrank", "separable-mixing"],
+    ("distribution", "target"),
+    [
+        ("separable", None),
+        ("full", None),
+        ("lowrank", None),
+        ("separable", "both"),
+        ("separable", "mixing"),
+    ],
 )
-def test_worker_killed_mid_generation_same_trajectory(ray_session, tmp_path, distribution, mixing):
+def test_worker_killed_mid_generation_same_trajectory(ray_session, tmp_path, distribution, target):
     spec = {
         "kind": "python",
         "target": SLOW,
@@ -212,7 +252,11 @@ def test_worker_killed_mid_generation_same_trajectory(ray_session, tmp_path, dis
         "block_generation": 1,
         "block_pair": 4,  # the middle of chunk [3, 4, 5]
     }
-    expected = serial_trajectory(SPHERE, generations=3, distribution=distribution, mixing=mixing)
+    mixing = target == "mixing"  # importance mixing: single members asked for, old ones kept
+    adaptation = None if target in (None, "mixing") else ADAPT[target]
+    expected = serial_trajectory(
+        SPHERE, generations=3, distribution=distribution, adaptation=adaptation, mixing=mixing
+    )
     strategy, _ = make_strategy(SPHERE, distribution=distribution)
     killed: list[int] = []
 
@@ -230,7 +274,9 @@ def test_worker_killed_mid_generation_same_trajectory(ray_session, tmp_path, dis
     with RayEvaluator(spec, strategy.noise.spec(), num_workers=2, chunks_per_worker=2) as ev:
         killer = threading.Thread(target=kill_blocked_worker, daemon=True)
         killer.start()
-        got, stats = trajectory(ev, spec, 3, distribution=distribution, mixing=mixing)
+        got, stats = trajectory(
+            ev, spec, 3, distribution=distribution, adaptation=adaptation, mixing=mixing
+        )
         killer.join(timeout=5)
         pids = ev.worker_pids()
     assert killed, "the blocking pair was never reached"
