@@ -120,8 +120,11 @@ def main() -> None:
         metavar="LABEL:KEY=VALUE[,...]",
         help="also run every config with these overrides, rows named config[LABEL]",
     )
+    p.add_argument(
+        "--variants-only", action="store_true", help="skip the configs as they are (with --variant)"
+    )
     args = p.parse_args()
-    variants = [("", [])]
+    variants = [] if args.variants_only else [("", [])]
     for v in args.variants:
         label, _, sets = v.partition(":")
         if not label or not sets:
