@@ -142,9 +142,12 @@ def main() -> None:
         help="also run every config with these overrides, rows named config[LABEL]",
     )
     p.add_argument("--sigma", action="store_true", help="add sigma's trajectory (columns)")
+    p.add_argument(
+        "--variants-only", action="store_true", help="skip the configs as they are (with --variant)"
+    )
     args = p.parse_args()
     columns = COLUMNS + SIGMA_COLUMNS if args.sigma else COLUMNS
-    variants = [("", [])]
+    variants = [] if args.variants_only else [("", [])]
     for v in args.variants:
         label, _, sets = v.partition(":")
         if not label or not sets:
