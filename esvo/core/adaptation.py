@@ -240,16 +240,79 @@ def larger_rate_test(
     return weighted_mann_whitney(fitness, lw)
 
 
+def optimizer_lr(optimizer: object) -> float:
+    """An optimizer's learning rate, the unit of ``lr_mean`` (ClipUp's default ``max_speed /
+    2``; 1 for one without a rate)."""
+    lr = getattr(optimizer, "lr", None)
+    if lr is None:
+        speed = getattr(optimizer, "max_speed", None)
+        return 1.0 if speed is None else float(speed) / 2
+    return float(lr)
+
+
+def adapt_rates(
+    settings: AdaptationSampling,
+    rates: tuple[float | None, float | None],
+    initial: tuple[float, float],
+    distribution: Distribution,
+    noise: Noise,
+    ids: np.ndarray,
+    fitness: np.ndarray,
+    current: tuple[np.ndarray, SearchParams],
+    previous: tuple[np.ndarray, SearchParams] | None,
+) -> tuple[float | None, float | None, dict[str, float]]:
+    """One generation of adaptation sampling: the ``(sigma, mean)`` rates to use for this
+    generation's update (None: not adapted) and the metrics (``lr_*``, and ``as_p_*``,
+    ``as_ess_*`` when a test ran).
+
+    Args:
+        settings: ``c`` and the target.
+        rates: the state's ``(lr_sigma, lr_mean)``.
+        initial: their initial values (the cap is ``max(1, initial)``).
+        distribution, noise, ids: this generation's candidates.
+        fitness: their higher-is-better scores ``(n, 2)``.
+        current: ``(mean, params)`` the candidates were drawn from.
+        previous: the previous generation's ``(mean, params)``; None: no test (generation 0,
+            after a restart), the rates are kept.
+    """
+    rho = significance_level(len(current[0]))
+    out = dict(zip(("sigma", "mean"), rates, strict=True))
+    init = dict(zip(("sigma", "mean"), initial, strict=True))
+    metrics: dict[str, float] = {}
+    for which in ("sigma", "mean"):
+        rate = out[which]
+        if rate is None:
+            continue
+        if previous is not None:
+            mw = larger_rate_test(
+                distribution,
+                noise,
+                ids,
+                fitness,
+                *current,
+                *previous,
+                which,  # type: ignore[arg-type]
+            )
+            rate = adapt_rate(rate, init[which], mw.p >= rho, settings.c)
+            metrics[f"as_p_{which}"] = mw.p
+            metrics[f"as_ess_{which}"] = mw.ess / np.asarray(fitness).size
+        out[which] = rate
+        metrics[f"lr_{which}"] = rate
+    return out["sigma"], out["mean"], metrics
+
+
 __all__ = [
     "HYPOTHETICAL_STEP",
     "TARGETS",
     "AdaptationSampling",
     "MannWhitney",
     "adapt_rate",
+    "adapt_rates",
     "hypothetical",
     "larger_rate_test",
     "log_weights",
     "midranks",
+    "optimizer_lr",
     "significance_level",
     "weighted_mann_whitney",
 ]
