@@ -110,7 +110,9 @@ def nes_suite(seeds: int) -> None:
 ADAPT_VARIANTS = {"off": None, "as-sigma": AdaptationSampling(target="sigma")}
 
 
-def adaptation_suite(seeds: int, only: str | None = None) -> None:
+def adaptation_suite(
+    seeds: int, only: str | None = None, distributions=("isotropic", "separable")
+) -> None:
     problems = [(*p, 0.5) for p in PROBLEMS] + [
         ("sphere", 10, 1.0, 1e-8, 4_000, 1e-4),
         ("sphere", 10, 1.0, 1e-8, 4_000, 10.0),
@@ -122,7 +124,7 @@ def adaptation_suite(seeds: int, only: str | None = None) -> None:
     for name, dim, theta0, target, budget, sigma0 in problems:
         if only and only not in f"{name} d={dim} sigma0={sigma0:g}":
             continue
-        for dist in ("isotropic", "separable"):
+        for dist in distributions:
             for label, adaptation in ADAPT_VARIANTS.items():
                 counts = [
                     evaluations(
@@ -685,13 +687,19 @@ def main() -> None:
         help="only problems whose title contains this, e.g. 'd=1000' (compare), "
         "'rosenbrock d=10' or 'collapse' (adaptation)",
     )
+    p.add_argument(
+        "--distributions",
+        nargs="+",
+        default=("isotropic", "separable"),
+        help="adaptation: the distributions to run (default both)",
+    )
     args = p.parse_args()
     if args.suite == "nes":
         nes_suite(args.seeds or 3)
     elif args.suite == "mixing":
         mixing_suite(args.seeds or 5, args.only)
     elif args.suite == "adaptation":
-        adaptation_suite(args.seeds or 5, args.only)
+        adaptation_suite(args.seeds or 5, args.only, args.distributions)
     else:
         compare_suite(args.seeds or 5, args.only)
 

@@ -23,12 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from esvo.core.adaptation import (
-    AdaptationSampling,
-    adapt_rate,
-    larger_rate_test,
-    significance_level,
-)
+from esvo.core.adaptation import AdaptationSampling, adapt_rates, optimizer_lr
 from esvo.core.distributions import (
     DISTRIBUTIONS,
     PARAMS,
@@ -374,33 +369,19 @@ class Strategy:
         self, state: SearchState, ask: Ask, signed: np.ndarray
     ) -> tuple[float | None, float | None, dict[str, float]]:
         """Adaptation sampling: this generation's sigma and mean rates (None: not adapted)."""
-        a = self.adaptation_sampling
-        if a is None:
+        if self.adaptation_sampling is None:
             return None, None, {}
-        rates = {"sigma": state.lr_sigma, "mean": state.lr_mean}
-        init = {"sigma": float(self.sigma_lr), "mean": optimizer_lr(self.optimizer)}
-        metrics: dict[str, float] = {}
-        for which in [w for w in ("sigma", "mean") if rates[w] is not None]:
-            rate = rates[which]
-            assert rate is not None
-            if state.prev_mean is not None and state.prev_dist is not None:
-                mw = larger_rate_test(
-                    self.distribution,
-                    self.noise,
-                    ask.ids,
-                    signed,
-                    state.mean,
-                    state.dist,
-                    state.prev_mean,
-                    state.prev_dist,
-                    which,
-                )
-                rate = adapt_rate(rate, init[which], mw.p >= significance_level(self.dim), a.c)
-                metrics[f"as_p_{which}"] = mw.p
-                metrics[f"as_ess_{which}"] = mw.ess / signed.size
-            rates[which] = rate
-            metrics[f"lr_{which}"] = rate
-        return rates["sigma"], rates["mean"], metrics
+        return adapt_rates(
+            self.adaptation_sampling,
+            (state.lr_sigma, state.lr_mean),
+            (float(self.sigma_lr), optimizer_lr(self.optimizer)),
+            self.distribution,
+            self.noise,
+            ask.ids,
+            signed,
+            (state.mean, state.dist),
+            None if state.prev_mean is None else (state.prev_mean, state.prev_dist),
+        )
 
     def _fresh_params(self, restart: int) -> SearchParams:
         params = self.distribution.init(self.dim, self.sigma_init, _mix(self.seed, restart))
@@ -643,15 +624,6 @@ def _next_pool(kept: Pool | None, origin: Origin, ask: Ask, fitness: np.ndarray)
         np.concatenate([kept.fitness, fresh.fitness]),
         (*kept.origins, origin),
     )
-
-
-def optimizer_lr(optimizer: Optimizer) -> float:
-    """The optimizer's learning rate (ClipUp's default ``max_speed / 2``; 1 without one)."""
-    lr = getattr(optimizer, "lr", None)
-    if lr is None:
-        speed = getattr(optimizer, "max_speed", None)
-        return 1.0 if speed is None else float(speed) / 2
-    return float(lr)
 
 
 def _mix(seed: int, restart: int) -> int:

@@ -240,7 +240,7 @@ def test_the_mean_rate_grows_while_its_steps_point_downhill():
         assert np.mean([m["as_p_mean"] for m in rows[1:]]) > 0.6
 
 
-def test_rates_are_state_round_trip_through_npz_and_restart_afresh(tmp_path):
+def test_rates_are_state_round_trip_through_npz_and_resume_bitwise(tmp_path):
     s = snes(adaptation_sampling=AdaptationSampling(target="both"))
     assert s.keeps_prev and not snes(adaptation_sampling=None).keeps_prev
     st, _ = sphere_run(s, s.init(X0), 6)
