@@ -33,10 +33,16 @@ Everything is named, never stored: a member is ``(origin generation, id, sign)``
 the ``Pool`` while a member refers to it. Density ratios cost O(d) per member (``whiten``,
 ``log_density``); the random decisions come from ``(seed, generation)``.
 
-How much is reused is ``(1 - alpha)(1 - TV(p_old, p_new))``; for equal covariances
-``(1 - alpha) 2 Phi(-delta / 2)`` with ``delta`` the Mahalanobis length of the mean's step
-(research.md §(c)). Adapting sigma in every one of ``d`` coordinates makes ``delta`` grow like
-``sqrt(d)``: scripts/bench_convergence.py --suite mixing measures the reuse rate against d.
+For a population drawn independently of the step, the reuse is
+``(1 - alpha)(1 - TV(p_old, p_new))``: for equal covariances ``(1 - alpha) 2 Phi(-delta / 2)``
+with ``delta`` the Mahalanobis length of the mean's step (research.md §(c)), which collapses as
+``delta`` grows like ``sqrt(d)``. The previous population is not independent of the step,
+though: the natural gradient ``sigma sum_j u_j z_j`` is made of it, so member ``k``'s log-ratio
+is about ``d (u_k - 1/2 sum_j u_j^2)``, large for every member of positive utility. In high d
+mixing keeps the previous generation's better members (with their fitness) and refreshes the
+rest: elitism, as in the published algorithm, which reuses the population that made the step.
+The mixed population is then distributed as ``p_new`` marginally over the history, not given
+the step. scripts/bench_convergence.py --suite mixing measures both (BENCHMARKS.md).
 """
 
 from __future__ import annotations
