@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import settings
+
+# Property tests check properties, not speed: hypothesis's default 200 ms deadline per example
+# made test_chunking fail once on a loaded 2-core machine (a timed test in disguise).
+settings.register_profile("esvo", deadline=None)
+settings.load_profile("esvo")
 
 
 @pytest.fixture(scope="session")
