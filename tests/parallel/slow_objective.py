@@ -7,6 +7,8 @@ its scores are those of ``FunctionObjective`` (the hooks only delay or crash).
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -81,3 +83,24 @@ def _block_once(block_dir: Path, block_s: float) -> None:
     os.write(fd, str(os.getpid()).encode())
     os.close(fd)
     time.sleep(block_s)
+
+
+def kill_when_blocked(block_dir: Path, timeout_s: float = 120.0) -> tuple[threading.Thread, list]:
+    """A started thread that SIGKILLs the worker blocked on the marked pair (it writes its pid
+    to ``block_dir / "blocked"``), and the list it appends the killed pid to."""
+    killed: list[int] = []
+
+    def run() -> None:
+        marker = Path(block_dir) / "blocked"
+        deadline = time.monotonic() + timeout_s
+        while not marker.exists() or not marker.read_text():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
+        pid = int(marker.read_text())
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, killed

@@ -4,16 +4,12 @@ and after a worker is SIGKILLed in the middle of a later wave."""
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-import time
-
 import pytest
 
 from esvo.config import config_from_dict
 from esvo.loggers import read_jsonl
 from esvo.trainer import EVALUATOR_FIELDS, TIME_FIELDS, train
+from tests.parallel.slow_objective import kill_when_blocked
 from tests.test_resume import assert_same_run
 
 pytestmark = pytest.mark.ray
@@ -59,21 +55,7 @@ def test_budget_survives_a_worker_killed_in_a_later_wave(tmp_path, ray_session):
     assert first["waves"] > 1, "generation 1 needs a second wave to block in"
     # pair 5 is in generation 1's second wave (the first has min_pairs = 4)
     block = {"block_dir": str(tmp_path), "block_generation": 1, "block_pair": 5}
-    killed: list[int] = []
-
-    def kill_blocked_worker():
-        marker = tmp_path / "blocked"
-        deadline = time.monotonic() + 120
-        while not marker.exists() or not marker.read_text():
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.02)
-        pid = int(marker.read_text())
-        os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
-
-    killer = threading.Thread(target=kill_blocked_worker, daemon=True)
-    killer.start()
+    killer, killed = kill_when_blocked(tmp_path)
     train(cfg({**gym, **block}, "ray", 2, generations=3), tmp_path / "ray", loggers=[])
     killer.join(timeout=5)
     assert killed, "the blocking pair was never reached"

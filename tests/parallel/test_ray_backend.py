@@ -3,12 +3,8 @@ with 1 or 2 workers, after a worker is killed mid-generation, and when joining a
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +18,7 @@ from esvo.objectives.base import make_objective
 from esvo.parallel import SerialEvaluator
 from esvo.parallel.ray_backend import EvaluatorError, RayEvaluator
 from esvo.protocol import GenerationSpec
+from tests.parallel.slow_objective import kill_when_blocked
 from tests.ray_cluster import local_cluster
 
 pytestmark = pytest.mark.ray
@@ -258,22 +255,9 @@ def test_worker_killed_mid_generation_same_trajectory(ray_session, tmp_path, dis
         SPHERE, generations=3, distribution=distribution, adaptation=adaptation, mixing=mixing
     )
     strategy, _ = make_strategy(SPHERE, distribution=distribution)
-    killed: list[int] = []
-
-    def kill_blocked_worker():  # the worker scoring pair 4 of generation 1 waits to be killed
-        marker = tmp_path / "blocked"
-        deadline = time.monotonic() + 120
-        while not marker.exists() or not marker.read_text():
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.02)
-        pid = int(marker.read_text())
-        os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
-
     with RayEvaluator(spec, strategy.noise.spec(), num_workers=2, chunks_per_worker=2) as ev:
-        killer = threading.Thread(target=kill_blocked_worker, daemon=True)
-        killer.start()
+        # the worker scoring pair 4 of generation 1 waits to be killed
+        killer, killed = kill_when_blocked(tmp_path)
         got, stats = trajectory(
             ev, spec, 3, distribution=distribution, adaptation=adaptation, mixing=mixing
         )
