@@ -106,8 +106,73 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("config", type=Path, help="experiment YAML file")
     overrides(p)
     p.set_defaults(func=_validate)
+    _add_sweep_command(sub, overrides)
     _add_cluster_commands(sub, overrides)
     return parser
+
+
+def _add_sweep_command(sub, overrides) -> None:
+    """``esvo sweep``: seeds x grid settings as esvo runs on Ray Tune (see ``esvo.sweep``)."""
+    p = sub.add_parser(
+        "sweep", help="run a config over seeds and a grid of settings (Ray Tune); resumable"
+    )
+    p.add_argument("config", type=Path, help="experiment YAML file (may have a sweep: section)")
+    p.add_argument(
+        "--seeds",
+        default=None,
+        metavar="SEEDS",
+        help="run seeds, e.g. 0-4 or 0,3,7 (default: the sweep section's, else run.seed)",
+    )
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="a swept key and its values (YAML), e.g. --grid strategy.sigma_init=0.1,0.5; "
+        "repeat for more keys (settings are the product)",
+    )
+    overrides(p)
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the sweep directory (default: run.out_dir/<run.name>-sweep); rerunning the same "
+        "command with it skips finished trials and resumes the others",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        metavar="ADDR",
+        help="Ray cluster to run on (host:port or auto; default: an embedded local Ray)",
+    )
+    p.add_argument(
+        "--num-cpus",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="CPUs of the embedded Ray (default: all cores)",
+    )
+    p.add_argument(
+        "--max-concurrent",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="at most N trials at once (default: as many as the CPUs hold)",
+    )
+    p.add_argument(
+        "--driver-cpus",
+        type=_nonnegative_float,
+        default=0.0,
+        metavar="C",
+        help="CPUs reserved for each trial's driver besides its workers (default 0)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate and list the trials (and which are done), run nothing",
+    )
+    p.set_defaults(func=_sweep)
 
 
 def _add_cluster_commands(sub, overrides) -> None:
@@ -192,6 +257,13 @@ def _nonnegative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
@@ -378,6 +450,75 @@ def _validate(args: argparse.Namespace) -> int:
     cfg = _load_checked(args.config, args.overrides)
     sys.stdout.write(dump_config(cfg))
     return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from esvo.sweep import SweepError, check_sweep_dir, plan_sweep, run_sweep
+
+    plan = plan_sweep(args.config, args.overrides, args.seeds, args.grid)
+    built: dict = {}  # objectives build, the run's checks pass: as 'esvo train'
+    for trial in plan.trials:
+        _check_trial(args.config, trial, built)
+    base = load_config(args.config, args.overrides)
+    sweep_dir = args.out if args.out is not None else Path(base.run.out_dir) / f"{plan.name}-sweep"
+    try:
+        pending = check_sweep_dir(plan, sweep_dir)
+    except SweepError as e:
+        raise _UsageError(str(e)) from None
+    done = len(plan.trials) - len(pending)
+    print(
+        f"esvo sweep: {len(plan.settings)} settings x {len(plan.seeds)} seeds = "
+        f"{len(plan.trials)} trials in {sweep_dir} ({done} finished, {len(pending)} to run)",
+        file=sys.stderr,
+    )
+    if args.dry_run:
+        for trial in plan.trials:
+            state = "to run" if trial in pending else "finished"
+            print(f"{trial.dir}\t{state}")
+        return 0
+    try:
+        import ray.tune  # noqa: F401
+    except ImportError as e:
+        _error(args.command, RuntimeError(f"needs Ray Tune ({e}): pip install 'esvo[sweep]'"))
+        return EXIT_FAILED
+    try:
+        results = run_sweep(
+            plan,
+            sweep_dir,
+            address=args.address,
+            num_cpus=args.num_cpus,
+            driver_cpus=args.driver_cpus,
+            max_concurrent=args.max_concurrent,
+        )
+    except SweepError as e:
+        raise _UsageError(str(e)) from None
+    failed = [d for d, r in results.items() if r is None or r.get("exit_code") != 0]
+    for d in failed:
+        r = results[d]
+        why = "did not finish" if r is None else r.get("error") or r.get("reason")
+        print(f"esvo sweep: {d}: {why}", file=sys.stderr)
+    print(
+        f"esvo sweep: {len(results) - len(failed)} of {len(results)} trials finished in "
+        f"{sweep_dir}; summarize with: esvo report {sweep_dir}",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED if failed else 0
+
+
+def _check_trial(path: Path, trial, built: dict) -> None:
+    """What ``esvo train`` checks before a run, for one trial's config (each distinct
+    objective is built once: ``built`` maps it to its parameter count and episode limit)."""
+    from esvo.trainer import check_config
+
+    source = f"{path} (setting {trial.setting}, seed {trial.seed})"
+    key = repr(trial.config.objective)
+    if key not in built:
+        built[key] = _check_objective(trial.config, path, ())
+    num_params, episode_limit = built[key]
+    try:
+        check_config(trial.config, num_params, source, episode_limit)
+    except ConfigError as e:
+        raise e.with_source(source) from None
 
 
 # ---------------------------------------------------------------------------- cluster jobs

@@ -58,11 +58,15 @@ __all__ = [
     "RestartsConfig",
     "RunConfig",
     "StrategyConfig",
+    "SweepConfig",
     "config_from_dict",
     "dump_config",
     "error_source",
     "load_config",
     "parse_override",
+    "parse_seeds",
+    "read_config_data",
+    "set_path",
 ]
 
 
@@ -509,6 +513,130 @@ class LoggingConfig:
     """also write TensorBoard event files"""
 
 
+MAX_SWEEP_TRIALS = 10_000
+_KEY_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Seeds and a grid of settings for ``esvo sweep`` (``esvo train`` runs the base config).
+
+    Every combination of the grid's values, with every seed, is one run: the base config with
+    ``key.path = value`` set for each grid key and ``run.seed`` set to the seed.
+    """
+
+    seeds: tuple[int, ...] = (0,)
+    """run seeds: a list, or a string of ranges and numbers (``"0-4"``, ``"0-2,7"``)"""
+    grid: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    """``key.path: [value, ...]`` per swept key; the settings are the product, in this order"""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seeds": list(self.seeds), "grid": {k: list(v) for k, v in self.grid}}
+
+    @property
+    def num_settings(self) -> int:
+        return math.prod(len(v) for _, v in self.grid)
+
+
+def parse_seeds(value: Any, key: str = "sweep.seeds", source: str = "<dict>") -> tuple[int, ...]:
+    """Seeds from ``"0-4"``, ``"0-2,7"``, ``3`` or a list of integers; sorted order kept as given.
+
+    Raises:
+        ConfigError: a malformed range, a negative or repeated seed, or no seed at all.
+    """
+    allowed = "a seed range like '0-4', a list like '0,3,7' or [0, 3, 7] (integers >= 0)"
+    if isinstance(value, int) and not isinstance(value, bool):
+        items: list[Any] = [value]
+    elif isinstance(value, str):
+        items = [part.strip() for part in value.split(",")]
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        raise ConfigError(source, key, value, allowed)
+    seeds: list[int] = []
+    for item in items:
+        if isinstance(item, int) and not isinstance(item, bool):
+            span = [item]
+        elif isinstance(item, str) and (m := re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", item)):
+            lo, hi = int(m[1]), int(m[2] if m[2] is not None else m[1])
+            if hi < lo:
+                problem = f"{key} = {_show(value)}: the range {item!r} runs backwards"
+                raise ConfigError(source, key, value, allowed, problem)
+            if hi - lo >= MAX_SWEEP_TRIALS:
+                problem = f"{key} = {_show(value)}: more than {MAX_SWEEP_TRIALS:,} seeds"
+                raise ConfigError(source, key, value, allowed, problem)
+            span = list(range(lo, hi + 1))
+        else:
+            what = f"{_show(item)} is not a seed or a range"
+            problem = f"{key} = {_show(value)}: {what}; expected {allowed}"
+            raise ConfigError(source, key, value, allowed, problem)
+        for seed in span:
+            if not 0 <= seed < 2**63:
+                raise ConfigError(source, key, value, allowed)
+            if seed in seeds:
+                problem = f"{key} = {_show(value)}: seed {seed} is listed twice"
+                raise ConfigError(source, key, value, allowed, problem)
+            seeds.append(seed)
+    if not seeds:
+        raise ConfigError(source, key, value, allowed)
+    return tuple(seeds)
+
+
+def _parse_sweep(data: Any, source: str, base: Mapping[str, Any]) -> SweepConfig | None:
+    """The ``sweep`` section; each grid value is checked by validating the base config with it."""
+    if data is None:
+        return None
+    data = _mapping(data, "sweep", source)
+    _check_keys(data, ["seeds", "grid"], "sweep", source)
+    seeds = parse_seeds(data["seeds"], "sweep.seeds", source) if "seeds" in data else (0,)
+    grid_data = _mapping(data.get("grid"), "sweep.grid", source)
+    _check_str_keys(grid_data, "sweep.grid", source)
+    grid = []
+    for path, values in grid_data.items():
+        key = f"sweep.grid.{path}"
+        check_grid_entry(path, values, key, source)
+        for value in values:
+            try:
+                _with_value(base, path, value, source)
+            except ConfigError as e:
+                why = e.problem or f"{e.key} = {_show(value)} is invalid; expected {e.allowed}"
+                raise ConfigError(source, key, value, e.allowed, f"{key}: {why}") from None
+        grid.append((path, tuple(values)))
+    cfg = SweepConfig(seeds=seeds, grid=tuple(grid))
+    if len(seeds) * cfg.num_settings > MAX_SWEEP_TRIALS:
+        runs = f"{len(seeds)} seeds x {cfg.num_settings} settings"
+        problem = f"sweep: {runs} is over {MAX_SWEEP_TRIALS:,} runs"
+        raise ConfigError(source, "sweep", None, f"at most {MAX_SWEEP_TRIALS:,} runs", problem)
+    return cfg
+
+
+def check_grid_entry(path: Any, values: Any, key: str, source: str) -> None:
+    """A grid entry is ``key.path: [distinct values]`` naming a config key other than the seed."""
+    allowed = "key.path: [value, ...] with a dotted config key, e.g. strategy.sigma_init"
+    if not isinstance(path, str) or not _KEY_PATH.fullmatch(path):
+        raise ConfigError(source, key, path, allowed, f"{key}: {_show(path)} is not a key path")
+    if path == "run.seed" or path.startswith("sweep"):
+        what = "use sweep.seeds (--seeds) for seeds" if path == "run.seed" else "not sweepable"
+        raise ConfigError(source, key, path, allowed, f"{key}: {path} cannot be swept: {what}")
+    if not isinstance(values, (list, tuple)) or not values:
+        problem = f"{key} = {_show(values)}: expected a non-empty list of values"
+        raise ConfigError(source, key, values, "a non-empty list", problem)
+    for i, value in enumerate(values):
+        if any(_same_value(value, other) for other in values[:i]):
+            problem = f"{key} = {_show(values)}: {_show(value)} is listed twice"
+            raise ConfigError(source, key, values, "distinct values", problem)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b
+
+
+def _with_value(base: Mapping[str, Any], path: str, value: Any, source: str) -> Config:
+    data = {k: v for k, v in base.items() if k != "sweep"}
+    set_path(data, tuple(path.split(".")), value, source)
+    return config_from_dict(data, source)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config:
     """One experiment."""
@@ -529,6 +657,8 @@ class Config:
     """checkpoints"""
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     """progress and loggers"""
+    sweep: SweepConfig | None = None
+    """seeds and grid for ``esvo sweep`` (null: none; ``esvo train`` ignores it)"""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (dicts, lists, scalars); ``config_from_dict(cfg.to_dict()) == cfg``."""
@@ -555,8 +685,11 @@ def _plain_fields(obj: Any) -> dict[str, Any]:
 
 
 def dump_config(cfg: Config) -> str:
-    """YAML text of ``cfg.to_dict()`` (sections in schema order)."""
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
+    """YAML text of ``cfg.to_dict()`` (sections in schema order; no ``sweep`` when it is null)."""
+    data = cfg.to_dict()
+    if data["sweep"] is None:
+        del data["sweep"]
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
 # ---------------------------------------------------------------------------- YAML
@@ -637,6 +770,21 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
         ConfigError: the file cannot be read or parsed, or the config is invalid.
     """
     source = str(path)
+    data = read_config_data(path, overrides)
+    try:
+        return config_from_dict(data, source)
+    except ConfigError as e:
+        # An error at or below an overridden path is reported against the override.
+        raise e.with_source(error_source(source, overrides, e.key)) from None
+
+
+def read_config_data(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The YAML data of a config file with ``--set`` overrides applied, not yet validated.
+
+    Raises:
+        ConfigError: the file cannot be read or parsed, or an override is malformed.
+    """
+    source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -653,12 +801,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     data = dict(data)
     for text_override in overrides:
         keys, value = parse_override(text_override)
-        _set_path(data, keys, value, f"--set {text_override}")
-    try:
-        return config_from_dict(data, source)
-    except ConfigError as e:
-        # An error at or below an overridden path is reported against the override.
-        raise e.with_source(error_source(source, overrides, e.key)) from None
+        set_path(data, keys, value, f"--set {text_override}")
+    return data
 
 
 def error_source(path: str | Path, overrides: Sequence[str], key: str) -> str:
@@ -687,7 +831,8 @@ def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
     return keys, _load_yaml(raw, source, key)
 
 
-def _set_path(data: dict, keys: tuple[str, ...], value: Any, source: str) -> None:
+def set_path(data: dict, keys: tuple[str, ...], value: Any, source: str) -> None:
+    """``data[k0][k1]... = value``, copying the sections on the way (``data`` is not shared)."""
     node = data
     for i, k in enumerate(keys[:-1]):
         child = node.get(k)
@@ -730,10 +875,14 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
             sections[f.name] = _parse_objective(value, source)
         elif f.name == "optimizer":
             sections[f.name] = _parse_optimizer(value, source)
+        elif f.name == "sweep":
+            continue  # below: its grid values are checked against the rest
         else:
             sections[f.name] = _parse_section(_SECTIONS[f.name], value, f.name, source)
     cfg = Config(**sections)
     _check_cross_fields(cfg, source)
+    if data.get("sweep") is not None:
+        cfg = dataclasses.replace(cfg, sweep=_parse_sweep(data["sweep"], source, data))
     return cfg
 
 

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import ray
 from ray import exceptions as rex
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from esvo.core.noise import Noise, NoiseTable, make_noise
 from esvo.objectives.base import make_objective
@@ -477,11 +478,14 @@ class RayEvaluator:
 
     # ------------------------------------------------------------------ workers
     def _new_slot(self) -> _Slot:
+        # Inside a placement group (a sweep trial on Tune): the workers use its bundles.
+        group = ray.util.get_current_placement_group()
+        strategy = "SPREAD" if group is None else PlacementGroupSchedulingStrategy(group)
         actor = _RemoteWorker.options(
             num_cpus=1,
             max_restarts=0,  # replaced by hand, so a loss is seen at once
             max_task_retries=0,
-            scheduling_strategy="SPREAD",
+            scheduling_strategy=strategy,
             runtime_env=self._runtime_env,
         ).remote(self.objective_spec, self.noise_spec, self._table_ref)
         return _Slot(actor, actor.info.remote())  # info first: answered as soon as it is up

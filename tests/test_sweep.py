@@ -1,0 +1,256 @@
+"""``esvo sweep``: the plan (settings x seeds, each trial's config), bad input (exit 2, nothing
+created), and real sweeps on Ray Tune whose trials equal the same configs run alone, also after
+the sweep's driver is killed and the command rerun."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from esvo.cli import main
+from esvo.config import ConfigError, load_config
+from esvo.sweep import plan_sweep, read_result, trial_bundles
+from esvo.trainer import EVALUATOR_FIELDS, TIME_FIELDS, train
+from tests.test_resume import assert_same_run
+
+ROOT = Path(__file__).resolve().parents[1]
+CARTPOLE = ROOT / "configs" / "cartpole.yaml"
+IGNORE = TIME_FIELDS | EVALUATOR_FIELDS
+
+
+def write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+FUNCTION = {
+    "run": {"name": "fn", "generations": 3},
+    "objective": {"kind": "function", "name": "sphere", "dim": 3},
+    "parallel": {"backend": "serial"},
+    "logging": {"progress": "none"},
+}
+
+
+# ---------------------------------------------------------------------------- the plan
+
+
+def test_plan_is_the_product_of_the_grid_with_every_seed_and_each_config_as_set_alone():
+    grid = ["strategy.num_pairs=4,8", "optimizer.lr=0.5,1.0,2.0"]
+    plan = plan_sweep(CARTPOLE, ["run.generations=7"], "0-1,5", grid)
+    assert plan.seeds == (0, 1, 5)
+    assert [s.name for s in plan.settings] == [
+        f"strategy.num_pairs={n},optimizer.lr={lr}"
+        for n, lr in itertools.product([4, 8], [0.5, 1.0, 2.0])
+    ]
+    assert len(plan.trials) == 6 * 3
+    for trial in plan.trials:
+        setting = next(s for s in plan.settings if s.name == trial.setting)
+        sets = [f"{k}={v}" for k, v in setting.overrides]
+        # the same run as: esvo train cartpole.yaml --set ... (workers: 1 per trial in a sweep)
+        alone = load_config(
+            CARTPOLE,
+            ["run.generations=7", *sets, f"run.seed={trial.seed}", "parallel.num_workers=1"],
+        )
+        assert trial.config == alone
+        assert trial.dir == f"trials/{setting.dir}/seed_{trial.seed}"
+    assert trial_bundles(plan.trials[0].config) == [{"CPU": 0.0}, {"CPU": 1.0}]
+
+
+def test_sweep_section_gives_seeds_and_grid_and_flags_replace_them(tmp_path):
+    cfg = write(
+        tmp_path / "s.yaml",
+        {**FUNCTION, "sweep": {"seeds": "2-3", "grid": {"strategy.sigma_init": [0.1, 0.3]}}},
+    )
+    plan = plan_sweep(cfg)
+    assert plan.seeds == (2, 3)
+    assert [t.config.strategy.sigma_init for t in plan.trials] == [0.1, 0.1, 0.3, 0.3]
+    assert all(t.config.sweep is None for t in plan.trials)  # a trial is a plain run
+    plan = plan_sweep(cfg, seeds="7", grid=["strategy.sigma_init=0.2", "strategy.num_pairs=2,3"])
+    assert plan.seeds == (7,)
+    assert [(t.config.strategy.sigma_init, t.config.strategy.num_pairs) for t in plan.trials] == [
+        (0.2, 2),
+        (0.2, 3),
+    ]
+    assert trial_bundles(plan.trials[0].config) == [{"CPU": 1.0}]  # serial backend
+    # esvo train ignores the section; its config.yaml has none
+    assert load_config(cfg).sweep is not None and "sweep" not in (
+        yaml.safe_load(main_dump(cfg)) or {}
+    )
+
+
+def main_dump(cfg: Path) -> str:
+    from esvo.config import dump_config
+
+    return dump_config(plan_sweep(cfg).trials[0].config)
+
+
+def test_grid_values_are_yaml_lists_and_render_back(tmp_path):
+    cfg = write(tmp_path / "f.yaml", FUNCTION)
+    plan = plan_sweep(cfg, grid=["strategy.sigma_init=1e-3,.5", "strategy.shaping=nes,raw"])
+    assert [t.config.strategy.sigma_init for t in plan.trials[::2]] == [1e-3, 0.5]
+    assert plan.settings[0].name == "strategy.sigma_init=0.001,strategy.shaping=nes"
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--grid", "strategy.num_pair=4,8"], ["strategy.num_pair", "did you mean 'num_pairs'"]),
+        (["--grid", "strategy.num_pairs=4,big"], ["--grid", "strategy.num_pairs = 'big'"]),
+        (["--grid", "strategy.num_pairs"], ["strategy.num_pairs", "key.path=v"]),
+        (["--grid", "strategy.num_pairs=4,4"], ["listed twice"]),
+        (["--grid", "run.seed=1,2"], ["run.seed", "--seeds"]),
+        (["--grid", "optimizer.lr=1", "--grid", "optimizer.lr=2"], ["given twice"]),
+        (["--seeds", "4-0"], ["--seeds", "backwards"]),
+        (["--seeds", "0-x"], ["--seeds", "'0-x'", "range"]),
+        (["--seeds", "1,1"], ["seed 1 is listed twice"]),
+        (["--seeds", "-3"], ["--seeds"]),
+    ],
+)
+def test_bad_sweep_input_exits_2_names_it_and_creates_nothing(tmp_path, capsys, args, words):
+    out = tmp_path / "sweep"
+    code = main(["sweep", str(CARTPOLE), "--out", str(out), *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    for word in words:
+        assert word in err, (word, err)
+    assert not out.exists()
+
+
+def test_bad_sweep_section_is_a_config_error_of_validate(tmp_path, capsys):
+    cases = [
+        ({"seeds": "0-2", "grdi": {}}, "did you mean 'grid'"),
+        ({"grid": {"strategy.sigma_init": []}}, "non-empty list"),
+        ({"grid": {"strategy.sigma_init": [0.1, -1]}}, "sweep.grid.strategy.sigma_init"),
+        ({"seeds": [0, 1.5]}, "sweep.seeds"),
+    ]
+    for section, word in cases:
+        cfg = write(tmp_path / "bad.yaml", {**FUNCTION, "sweep": section})
+        with pytest.raises(ConfigError, match=word.replace("(", r"\(")):
+            load_config(cfg)
+        assert main(["validate", str(cfg)]) == 2
+        assert word in capsys.readouterr().err
+
+
+def test_a_directory_of_another_sweep_or_of_something_else_is_refused(tmp_path, capsys):
+    cfg = write(tmp_path / "f.yaml", FUNCTION)
+    out = tmp_path / "sw"
+    assert main(["sweep", str(cfg), "--out", str(out), "--dry-run", "--seeds", "0-1"]) == 0
+    assert not out.exists()  # a dry run writes nothing
+    (out / "trials" / "base" / "seed_0").mkdir(parents=True)
+    (out / "sweep.json").write_text("{}")
+    other = load_config(cfg, ["strategy.sigma_init=0.7", "run.seed=0"])
+    from esvo.config import dump_config
+
+    (out / "trials" / "base" / "seed_0" / "config.yaml").write_text(dump_config(other))
+    assert main(["sweep", str(cfg), "--out", str(out), "--seeds", "0-1"]) == 2
+    err = capsys.readouterr().err
+    assert "strategy.sigma_init differs" in err and "another --out" in err
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("mine")
+    assert main(["sweep", str(cfg), "--out", str(junk)]) == 2
+    assert "not a sweep directory" in capsys.readouterr().err
+    assert sorted(p.name for p in junk.iterdir()) == ["notes.txt"]
+
+
+# ---------------------------------------------------------------------------- on Ray Tune
+
+
+@pytest.mark.ray
+def test_cartpole_sweep_trials_equal_the_same_runs_alone(ray_session, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = ["--seeds", "0-2", "--grid", "strategy.num_pairs=4,8", "--set", "logging.progress=none"]
+    code = main(["sweep", str(CARTPOLE), "--out", str(out), *args])
+    assert code == 0, capsys.readouterr().err
+    plan = json.loads((out / "sweep.json").read_text())
+    assert [s["overrides"] for s in plan["settings"]] == [
+        {"strategy.num_pairs": 4},
+        {"strategy.num_pairs": 8},
+    ]
+    assert len(plan["trials"]) == 6
+    for trial in plan["trials"]:
+        run_dir = out / trial["dir"]
+        n = plan["settings"][[s["name"] for s in plan["settings"]].index(trial["setting"])]
+        sets = [f"{k}={v}" for k, v in n["overrides"].items()]
+        alone_cfg = load_config(
+            CARTPOLE,
+            [*sets, f"run.seed={trial['seed']}", "parallel.backend=serial"],
+        )
+        alone = tmp_path / "alone" / trial["dir"]
+        result = train(alone_cfg, alone)
+        assert_same_run(run_dir, alone, ignore=IGNORE)
+        assert read_result(run_dir) == {
+            "reason": result.reason,
+            "generation": result.generation,
+            "best_eval_return": result.best_eval_return,
+            "exit_code": 0,
+        }
+    # rerunning the finished sweep runs nothing and changes nothing
+    before = {p: p.stat().st_mtime_ns for p in (out / "trials").rglob("*") if p.is_file()}
+    assert main(["sweep", str(CARTPOLE), "--out", str(out), *args]) == 0
+    assert "(6 finished, 0 to run)" in capsys.readouterr().err
+    after = {p: p.stat().st_mtime_ns for p in (out / "trials").rglob("*") if p.is_file()}
+    assert after == before
+
+
+def _sweep_cmd(out: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "esvo", "sweep", str(CARTPOLE), "--out", str(out),
+        "--seeds", "0-1", "--grid", "strategy.num_pairs=4,6", "--num-cpus", "2",
+        "--set", "run.target=null", "--set", "run.generations=24",
+        "--set", "evaluation.every=4", "--set", "evaluation.episodes=2",
+        "--set", "checkpoint.every=2", "--set", "logging.progress=none",
+    ]  # fmt: skip
+
+
+@pytest.mark.ray
+def test_killing_the_sweep_driver_and_rerunning_gives_the_same_trials(tmp_path):
+    out = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        _sweep_cmd(out), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    try:  # kill it once a trial has checkpointed and before all have ended
+        while time.monotonic() < deadline and proc.poll() is None:
+            ckpts = list(out.glob("trials/*/seed_*/checkpoints/gen_*"))
+            if ckpts:
+                break
+            time.sleep(0.2)
+        assert ckpts, "no trial checkpointed"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    plan = json.loads((out / "sweep.json").read_text())
+    unfinished = [t for t in plan["trials"] if read_result(out / t["dir"]) is None]
+    assert unfinished, "the sweep had finished before the kill"
+    rerun = subprocess.run(_sweep_cmd(out), cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=600)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    for trial in plan["trials"]:
+        n = 4 if "num_pairs=4" in trial["setting"] else 6
+        cfg = load_config(
+            CARTPOLE,
+            [
+                "run.target=null", "run.generations=24", "evaluation.every=4",
+                "evaluation.episodes=2", "checkpoint.every=2", "logging.progress=none",
+                f"strategy.num_pairs={n}", f"run.seed={trial['seed']}", "parallel.backend=serial",
+            ],
+        )  # fmt: skip
+        alone = tmp_path / "alone" / trial["dir"]
+        train(cfg, alone)
+        assert_same_run(out / trial["dir"], alone, ignore=IGNORE)
+        assert read_result(out / trial["dir"])["generation"] == 24
