@@ -1,7 +1,7 @@
 """A slow test function objective that records which Ray node and process scored each chunk.
 
 Built in workers by ``make_objective(kind="python", target="tests.node_objective:make")``; its
-scores are ``FunctionObjective``'s. Each process appends ``generation node_id`` lines to
+scores are ``FunctionObjective``'s. Each process appends ``generation node_id start end`` lines to
 ``record_dir/<pid>`` (one file per process: no concurrent writers).
 """
 
@@ -36,11 +36,13 @@ class NodeRecordingObjective(FunctionObjective):
         self.record = Path(record_dir) / str(os.getpid()) if record_dir else None
 
     def evaluate(self, spec: GenerationSpec, task: Task, noise: Noise) -> Results:
+        start = time.time()
+        time.sleep(self.delay_s * len(task.indices))
+        results = super().evaluate(spec, task, noise)
         if self.record is not None:
             with open(self.record, "a") as f:
-                f.write(f"{task.generation} {_node_id()}\n")
-        time.sleep(self.delay_s * len(task.indices))
-        return super().evaluate(spec, task, noise)
+                f.write(f"{task.generation} {_node_id()} {start!r} {time.time()!r}\n")
+        return results
 
 
 def make(**options) -> NodeRecordingObjective:
@@ -53,6 +55,27 @@ def read_records(record_dir: Path) -> list[tuple[int, int, str]]:
     for path in Path(record_dir).iterdir():
         for line in path.read_text().splitlines():
             parts = line.split()
-            if len(parts) == 2:
+            if len(parts) == 4:
                 out.append((int(path.name), int(parts[0]), parts[1]))
     return out
+
+
+def read_intervals(record_dir: Path) -> list[tuple[int, float, float]]:
+    """``(pid, start, end)`` wall-clock times of every chunk recorded so far."""
+    out = []
+    for path in Path(record_dir).iterdir():
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 4:
+                out.append((int(path.name), float(parts[2]), float(parts[3])))
+    return out
+
+
+def max_overlap(intervals: list[tuple[int, float, float]]) -> int:
+    """The most chunks being scored at one instant (a sweep over the start and end times)."""
+    events = sorted([(s, 1) for _, s, _ in intervals] + [(e, -1) for _, _, e in intervals])
+    most = now = 0
+    for _, step in events:  # at a tie the end (-1) sorts first: touching is not overlapping
+        now += step
+        most = max(most, now)
+    return most

@@ -254,3 +254,38 @@ def test_killing_the_sweep_driver_and_rerunning_gives_the_same_trials(tmp_path):
         train(cfg, alone)
         assert_same_run(out / trial["dir"], alone, ignore=IGNORE)
         assert read_result(out / trial["dir"])["generation"] == 24
+
+
+@pytest.mark.ray
+def test_trials_get_their_workers_from_their_placement_groups(ray_session, tmp_path):
+    """Each trial needs 2 worker CPUs of the 2 Ray has: its workers must be placed in its own
+    placement group (else they wait for CPUs the group holds) and Tune must run one trial at a
+    time (else more than 2 chunks are scored at once)."""
+    from tests.node_objective import max_overlap, read_intervals
+
+    records = tmp_path / "records"
+    records.mkdir()
+    cfg = write(
+        tmp_path / "slow.yaml",
+        {
+            "run": {"name": "pg", "generations": 3},
+            "objective": {
+                "kind": "python",
+                "target": "tests.node_objective:make",
+                "name": "sphere",
+                "dim": 4,
+                "record_dir": str(records),
+                "delay_s": 0.05,
+            },
+            "strategy": {"num_pairs": 8},
+            "parallel": {"backend": "ray", "num_workers": 2, "chunks_per_worker": 2},
+            "evaluation": {"every": 0},
+            "logging": {"progress": "none"},
+        },
+    )
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(cfg), "--out", str(out), "--seeds", "0-3"]) == 0
+    intervals = read_intervals(records)
+    assert len({pid for pid, _, _ in intervals}) >= 2 * 2  # new workers for each trial
+    assert len(intervals) == 4 * 3 * 2 * 2  # trials x generations x workers x chunks
+    assert max_overlap(intervals) == 2
