@@ -178,3 +178,31 @@ def test_node_lost_mid_run_same_result_as_serial(tmp_path):
         n for _, g, n in rows if g == GENERATIONS - 1 and n != node_id
     }
     _assert_same_as(expected, out)
+
+
+def test_sweep_on_a_two_node_cluster_uses_both_nodes_and_equals_runs_alone(tmp_path):
+    """``esvo sweep --address``: 4 trials of 1 worker on a head and a worker node (1 CPU each),
+    two at a time; their workers run on both nodes; each trial equals its serial run."""
+    records = tmp_path / "records"
+    records.mkdir()
+    config = _config(tmp_path, records, num_workers=1, delay_s=0.05)
+    out = tmp_path / "sweep"
+    with local_cluster(num_cpus=1, dashboard=True) as cluster:
+        _, worker_node = cluster.add_node(num_cpus=1)
+        done = subprocess.run(
+            [sys.executable, "-m", "esvo", "sweep", str(config), "--out", str(out),
+             "--seeds", "0-3", "--address", cluster.gcs_address],
+            cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert worker_node in {node for _, _, node in read_records(records)}
+    assert len({node for _, _, node in read_records(records)}) == 2
+    for seed in range(4):
+        cfg = load_config(config, [f"run.seed={seed}", "parallel.backend=serial"])
+        alone = tmp_path / "alone" / str(seed)
+        train(cfg, alone)
+        swept = out / "trials" / "base" / f"seed_{seed}"
+        a, b = _final_state(alone), _final_state(swept)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert np.array_equal(a[key], b[key]), key
