@@ -19,7 +19,7 @@ import pytest
 from scipy import stats
 
 from esvo.cli import main
-from esvo.config import load_config
+from esvo.config import config_from_dict, load_config
 from esvo.report import (
     BOOTSTRAP_SEED,
     N_RESAMPLES,
@@ -394,3 +394,47 @@ def test_bad_sweep_dirs_exit_2_with_one_line_and_write_nothing(tmp_path, capsys,
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and str(path) in err and expected[name] in err, (name, err)
     assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+def test_an_out_of_the_wrong_kind_is_refused(cartpole_sweep, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert main(["report", str(cartpole_sweep), "--out", str(tmp_path / "file")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--out" in err and "not a directory" in err
+    assert main(["plot", str(cartpole_sweep), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--out" in err and "is a directory" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+    assert (
+        not (cartpole_sweep / "report.md").exists() and not (cartpole_sweep / "curves.png").exists()
+    )
+
+
+def test_a_python_objective_says_its_direction(tmp_path):
+    root = tmp_path / "py"
+    doc = {
+        "run": {"name": "py", "seed": 0, "generations": 3, "target": 0.5},
+        "objective": {"kind": "python", "target": "tests.node_objective:make", "dim": 3},
+        "strategy": {"num_pairs": 2},
+        "parallel": {"backend": "serial"},
+        "logging": {"progress": "none"},
+        "evaluation": {"every": 1},
+    }
+    rel = "trials/base/seed_0"
+    train(config_from_dict(doc), root / rel, loggers=[])
+    (root / "sweep.json").write_text(
+        json.dumps(
+            {
+                "format_version": 1,
+                "name": "py",
+                "seeds": [0],
+                "grid": {},
+                "settings": [{"name": "base", "dir": "base", "overrides": {}}],
+                "trials": [{"setting": "base", "seed": 0, "dir": rel}],
+            }
+        )
+    )
+    (r,) = summarize(load_sweep(root))
+    values = [row["eval_return_mean"] for row in _evals(_rows(root / rel))]
+    assert r.maximize is False and r.best_median == min(values) < max(values)  # a sphere
+    assert r.num_reached == int(any(v <= 0.5 for v in values))
