@@ -152,9 +152,9 @@ def plot_sweep(sweep_dir: Path, out: Path | None = None) -> Path:
         ax.plot(c.x, c.mean, "--", color=color, lw=1, alpha=0.8)
     x_label = "environment steps" if curves[0].x_key == "env_steps" else "generation"
     ax.set(
-        title=f"sweep {sweep.name}: evaluation return (IQM with 95% CI, mean dashed)",
+        title=f"sweep {sweep.name}: IQM over seeds with 95% bootstrap CI (mean dashed)",
         xlabel=x_label,
-        ylabel="evaluation return",
+        ylabel="evaluation of the mean (eval_return_mean)",
     )
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
