@@ -1,4 +1,5 @@
-"""The ``esvo`` command: train, resume, evaluate, plot and validate experiments; submit them to a
+"""The ``esvo`` command: train, resume, evaluate, plot and validate experiments, report on a
+sweep; submit them to a
 Ray cluster and follow them (``submit``, ``jobs``; see ``esvo.jobs``).
 
 Exit codes: 0 success; 1 the run failed (``TrainingError``) or could not finish; 2 bad input
@@ -97,10 +98,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--video", type=Path, default=None, metavar="FILE", help="record to FILE.mp4")
     p.set_defaults(func=_eval)
 
-    p = sub.add_parser("plot", help="plot the learning curves of one or more runs")
+    p = sub.add_parser(
+        "plot", help="plot the learning curves of one or more runs, or of a sweep (SWEEP_DIR)"
+    )
     p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", type=Path, default=None, metavar="FILE", help="the PNG to write")
     p.set_defaults(func=_plot)
+
+    p = sub.add_parser(
+        "report", help="a sweep's statistics per setting (report.md, report.csv; see esvo.report)"
+    )
+    p.add_argument("sweep_dir", type=Path, metavar="SWEEP_DIR", help="directory with sweep.json")
+    p.add_argument(
+        "--out", type=Path, default=None, metavar="DIR", help="write here (default: SWEEP_DIR)"
+    )
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("validate", help="check a config and print it fully resolved")
     p.add_argument("config", type=Path, help="experiment YAML file")
@@ -433,9 +445,21 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
+    if len(args.run_dirs) == 1 and (args.run_dirs[0] / "sweep.json").is_file():
+        from esvo.plot import plot_sweep
+        from esvo.report import SweepError
+
+        try:
+            out = plot_sweep(args.run_dirs[0], args.out)
+        except SweepError as e:
+            raise _UsageError(str(e)) from None
+        print(out)
+        return 0
     missing = [str(d) for d in args.run_dirs if not (d / "metrics.jsonl").is_file()]
     if missing:
-        raise _UsageError(f"no metrics.jsonl in: {', '.join(missing)}")
+        raise _UsageError(
+            f"no metrics.jsonl (a run) or sweep.json (a sweep) in: {', '.join(missing)}"
+        )
     from esvo.plot import plot_runs
 
     try:
@@ -443,6 +467,18 @@ def _plot(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise _UsageError(str(e)) from None
     print(out)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from esvo.report import SweepError, write_report
+
+    try:
+        text, md, csv_path = write_report(args.sweep_dir, args.out)
+    except SweepError as e:
+        raise _UsageError(str(e)) from None
+    sys.stdout.write(text)
+    print(f"esvo report: wrote {md} and {csv_path}", file=sys.stderr)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Learning curves of one or several runs from their ``metrics.jsonl`` (matplotlib, Agg).
+"""Learning curves of one or several runs from their ``metrics.jsonl`` (matplotlib, Agg), or
+of a sweep (``plot_sweep``: per setting, IQM and mean over the seeds; see ``esvo.report``).
 
 Panels: return vs environment steps and vs wall time (evaluation of the mean as a line with
 markers, the population's mean fitness dashed), sigma, gradient norm and throughput; every run
@@ -105,6 +106,59 @@ def plot_runs(run_dirs: Sequence[Path], out: Path | None = None) -> Path:
     for ax in axes.flat:
         ax.grid(True, alpha=0.3)
     ax_steps.legend(fontsize="small")
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def plot_sweep(sweep_dir: Path, out: Path | None = None) -> Path:
+    """Plot a sweep's evaluation curves, one colour per setting, into one PNG.
+
+    Per setting (``esvo.report.sweep_curves``): the mean (dashed) and the IQM (solid) of the
+    seeds' step-interpolated evaluations against env steps (generations for functions), and
+    the IQM's 95% percentile-bootstrap CI as a band.
+
+    Args:
+        sweep_dir: a sweep directory (with ``sweep.json``).
+        out: the PNG to write; default ``<sweep_dir>/curves.png``.
+
+    Returns:
+        The path of the written PNG.
+
+    Raises:
+        esvo.report.SweepError: not a sweep directory, or no evaluation to plot yet.
+    """
+    from esvo.report import SweepError, load_sweep, sweep_curves
+
+    sweep = load_sweep(sweep_dir)
+    curves = sweep_curves(sweep)
+    if not curves:
+        raise SweepError(f"{sweep.root}: no trial has an evaluation to plot yet")
+    out = sweep.root / "curves.png" if out is None else Path(out)
+    if out.is_dir():
+        raise SweepError(f"--out {out}: is a directory; expected a PNG file")
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
+    for i, c in enumerate(curves):
+        color = f"C{i % 10}"
+        seeds = int(c.num_seeds.max())
+        ax.fill_between(c.x, c.iqm_low, c.iqm_high, color=color, alpha=0.2, lw=0)
+        ax.plot(c.x, c.iqm, "-", color=color, label=f"{c.setting} (IQM, {seeds} seeds)")
+        ax.plot(c.x, c.mean, "--", color=color, lw=1, alpha=0.8)
+    x_label = "environment steps" if curves[0].x_key == "env_steps" else "generation"
+    ax.set(
+        title=f"sweep {sweep.name}: IQM over seeds with 95% bootstrap CI (mean dashed)",
+        xlabel=x_label,
+        ylabel="evaluation of the mean (eval_return_mean)",
+    )
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
