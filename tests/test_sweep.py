@@ -4,10 +4,12 @@ the sweep's driver is killed and the command rerun."""
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -18,6 +20,7 @@ import yaml
 
 from esvo.cli import main
 from esvo.config import ConfigError, load_config
+from esvo.loggers import read_jsonl
 from esvo.sweep import plan_sweep, read_result, trial_bundles
 from esvo.trainer import EVALUATOR_FIELDS, TIME_FIELDS, train
 from tests.test_resume import assert_same_run
@@ -195,6 +198,27 @@ def test_cartpole_sweep_trials_equal_the_same_runs_alone(ray_session, tmp_path, 
             "best_eval_return": result.best_eval_return,
             "exit_code": 0,
         }
+    # the report's numbers, recomputed here from the trials' metrics
+    assert main(["report", str(out)]) == 0
+    capsys.readouterr()
+    with open(out / "report.csv", newline="") as f:
+        rows = {r["setting"]: r for r in csv.DictReader(f)}
+    for setting in plan["settings"]:
+        runs = [out / t["dir"] for t in plan["trials"] if t["setting"] == setting["name"]]
+        evals = [
+            [(m["eval_return_mean"], m["env_steps"]) for m in read_jsonl(r / "metrics.jsonl")
+             if m.get("eval_return_mean") is not None]
+            for r in runs
+        ]  # fmt: skip
+        final = sorted(e[-1][0] for e in evals)
+        hits = [next((steps for v, steps in e if v >= 475.0), None) for e in evals]
+        reached = [h for h in hits if h is not None]
+        row = rows[setting["name"]]
+        assert float(row["final_median"]) == pytest.approx(final[1])  # 3 seeds
+        assert float(row["final_iqm"]) == pytest.approx(sum(final) / 3)  # trims none of 3
+        assert int(row["num_reached"]) == len(reached)
+        if reached:
+            assert float(row["env_steps_to_target"]) == pytest.approx(statistics.median(reached))
     # rerunning the finished sweep runs nothing and changes nothing
     before = {p: p.stat().st_mtime_ns for p in (out / "trials").rglob("*") if p.is_file()}
     assert main(["sweep", str(CARTPOLE), "--out", str(out), *args]) == 0
