@@ -52,10 +52,8 @@ import numpy as np
 from scipy import stats
 
 from esvo.loggers import read_jsonl
+from esvo.sweep import FORMAT_VERSION, RESULT_FILE, SWEEP_FILE, SweepError
 
-SWEEP_FILE = "sweep.json"
-RESULT_FILE = "result.json"
-FORMAT_VERSION = 1
 N_RESAMPLES = 10_000
 CONFIDENCE = 0.95
 BOOTSTRAP_SEED = 0
@@ -84,15 +82,11 @@ CSV_STATS = (
 )
 
 
-class SweepError(ValueError):
-    """Not a readable sweep directory (the message is one line naming the file and key)."""
-
-
 # ---------------------------------------------------------------------------- the directory
 
 
 @dataclasses.dataclass(frozen=True)
-class Trial:
+class TrialRecord:
     """One seed of one setting, as found on disk."""
 
     setting: str
@@ -106,13 +100,13 @@ class Trial:
 
 
 @dataclasses.dataclass(frozen=True)
-class Setting:
+class SettingRecord:
     """One point of the grid with its trials (in ``sweep.json`` order)."""
 
     name: str
     dir: str
     overrides: dict[str, Any]
-    trials: list[Trial]
+    trials: list[TrialRecord]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +117,7 @@ class Sweep:
     name: str
     seeds: list[int]
     grid: dict[str, list[Any]]
-    settings: list[Setting]
+    settings: list[SettingRecord]
 
 
 def _need(doc: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -168,7 +162,7 @@ def _direction(cfg: Any, cache: dict[str, bool]) -> bool:
     return cache[key]
 
 
-def _trial(root: Path, doc: Any, i: int, settings: Mapping[str, Any], cache: dict) -> Trial:
+def _trial(root: Path, doc: Any, i: int, settings: Mapping[str, Any], cache: dict) -> TrialRecord:
     where = f"{root / SWEEP_FILE}: trials[{i}]"
     if not isinstance(doc, Mapping):
         raise SweepError(f"{where}: expected an object, got {type(doc).__name__}")
@@ -189,7 +183,7 @@ def _trial(root: Path, doc: Any, i: int, settings: Mapping[str, Any], cache: dic
         maximize, target = _direction(cfg, cache), cfg.run.target
         rows = read_jsonl(path / "metrics.jsonl")
     finished = (path / RESULT_FILE).is_file()
-    return Trial(setting, seed, path, path.is_dir(), finished, rows, maximize, target)
+    return TrialRecord(setting, seed, path, path.is_dir(), finished, rows, maximize, target)
 
 
 def load_sweep(sweep_dir: Path) -> Sweep:
@@ -243,7 +237,7 @@ def load_sweep(sweep_dir: Path) -> Sweep:
     for i, t in enumerate(trials_doc):
         trial = _trial(root, t, i, by_name, cache)
         by_name[trial.setting]["trials"].append(trial)
-    settings = [Setting(n, s["dir"], s["overrides"], s["trials"]) for n, s in by_name.items()]
+    settings = [SettingRecord(n, s["dir"], s["overrides"], s["trials"]) for n, s in by_name.items()]
     return Sweep(root, name, list(seeds), dict(grid), settings)
 
 
@@ -422,7 +416,7 @@ def _median(values: Sequence[float | None]) -> float | None:
     return float(np.median(have)) if have else None
 
 
-def summarize_setting(setting: Setting) -> SettingReport:
+def summarize_setting(setting: SettingRecord) -> SettingReport:
     """The statistics of one setting over its seeds."""
     configured = [t for t in setting.trials if t.maximize is not None]
     maximize = _one({t.maximize for t in configured}, "strategy.maximize", setting.name)
