@@ -398,7 +398,8 @@ def run_sweep(
     max_failures: int = 2,
     verbose: int = 1,
 ) -> dict[str, dict[str, Any] | None]:
-    """Run a sweep's pending trials on Ray Tune; returns every trial's result (None: none).
+    """Run a sweep's pending trials on Ray Tune; returns every trial's result: its
+    ``result.json``, an ``error`` entry if its process raised, or None if it did not end.
 
     Args:
         plan: from ``plan_sweep``.
@@ -417,12 +418,19 @@ def run_sweep(
     sweep_dir = Path(sweep_dir).resolve()
     pending = check_sweep_dir(plan, sweep_dir)
     write_plan(plan, sweep_dir)
+    errors: dict[str, str] = {}
     if pending:
-        _run_on_tune(
+        errors = _run_on_tune(
             pending, sweep_dir, address, num_cpus, driver_cpus, max_concurrent, max_failures,
             verbose,
         )
-    return {t.dir: read_result(sweep_dir / t.dir) for t in plan.trials}
+    results: dict[str, dict[str, Any] | None] = {}
+    for t in plan.trials:
+        result = read_result(sweep_dir / t.dir)
+        if result is None and t.dir in errors:  # the trial's process raised (after retries)
+            result = {"reason": "error", "exit_code": None, "error": errors[t.dir]}
+        results[t.dir] = result
+    return results
 
 
 def _run_on_tune(
@@ -434,7 +442,8 @@ def _run_on_tune(
     max_concurrent: int | None,
     max_failures: int,
     verbose: int,
-) -> None:
+) -> dict[str, str]:
+    """Runs the trials; returns the last line of the error of each trial that raised."""
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials keep the driver's directory
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the compact table, one row per trial
     import ray
@@ -476,7 +485,13 @@ def _run_on_tune(
                 ),
             ),
         )
-        tuner.fit()
+        grid = tuner.fit()
+        errors = {}
+        for result in grid:
+            if result.error is not None:
+                lines = str(result.error).strip().splitlines() or [type(result.error).__name__]
+                errors[(result.config or {}).get("trial", "?")] = lines[-1].strip()
+        return errors
     finally:
         if owns:
             shutdown()

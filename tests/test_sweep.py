@@ -313,3 +313,33 @@ def test_trials_get_their_workers_from_their_placement_groups(ray_session, tmp_p
     assert len({pid for pid, _, _ in intervals}) >= 2 * 2  # new workers for each trial
     assert len(intervals) == 4 * 3 * 2 * 2  # trials x generations x workers x chunks
     assert max_overlap(intervals) == 2
+
+
+@pytest.mark.ray
+def test_a_failing_trial_is_named_and_the_sweep_exits_1(ray_session, tmp_path, capsys):
+    """One setting's env returns NaN rewards: its trial fails as ``esvo train`` would (exit 1,
+    result.json says why), the other setting's trial finishes, the sweep exits 1 naming it."""
+    cfg = write(
+        tmp_path / "nan.yaml",
+        {
+            "run": {"name": "nan", "generations": 2},
+            "objective": {"kind": "gym", "env_id": "tests.toy_env:ToyEnv-v0", "obs_norm": False},
+            "strategy": {"num_pairs": 2},
+            "parallel": {"backend": "serial"},
+            "evaluation": {"every": 1, "episodes": 1},
+            "sweep": {"grid": {"objective.env_id": [
+                "tests.toy_env:ToyEnv-v0", "tests.toy_env:ToyNaNRewardEnv-v0"]}},
+        },
+    )  # fmt: skip
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(cfg), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    good, bad = (out / "trials" / d / "seed_0" for d in (
+        "objective.env_id=tests.toy_env_ToyEnv-v0",
+        "objective.env_id=tests.toy_env_ToyNaNRewardEnv-v0",
+    ))  # fmt: skip
+    assert read_result(good)["exit_code"] == 0
+    failed = read_result(bad)
+    assert failed["exit_code"] == 1 and "4/4 candidates failed" in failed["error"]
+    assert f"{bad.relative_to(out)}: generation 0: 4/4 candidates failed" in err
+    assert "1 of 2 trials finished" in err
