@@ -25,7 +25,8 @@ skipped; "better" is higher for gym objectives and lower for functions, or as
   generations run (the row's ``generation + 1``, as ``result.json``); each column is the median
   over the seeds that reached the target. Function objectives have no env steps: those
   columns are empty.
-- seeds: trials finished (with ``result.json``) / trials in ``sweep.json``. An unfinished
+- seeds: trials finished (``result.json`` of exit code 0) / trials in ``sweep.json``. Failed
+  trials (another exit code) are named with their error under the table. An unfinished
   trial's metrics so far are used; the notes under the table name them.
 
 ``report.csv`` columns (one row per setting; empty cell: no value): ``setting``, one column
@@ -52,7 +53,7 @@ import numpy as np
 from scipy import stats
 
 from esvo.loggers import read_jsonl
-from esvo.sweep import FORMAT_VERSION, RESULT_FILE, SWEEP_FILE, SweepError
+from esvo.sweep import FORMAT_VERSION, SWEEP_FILE, SweepError, read_result
 
 N_RESAMPLES = 10_000
 CONFIDENCE = 0.95
@@ -93,10 +94,11 @@ class TrialRecord:
     seed: int
     dir: Path
     started: bool  # its directory exists
-    finished: bool  # it has result.json
+    finished: bool  # it has a result.json of exit code 0
     rows: list[dict[str, Any]]  # metrics.jsonl
     maximize: bool | None  # None: no config.yaml yet
     target: float | None
+    failed: str | None = None  # the error of a result.json with another exit code
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,8 +184,12 @@ def _trial(root: Path, doc: Any, i: int, settings: Mapping[str, Any], cache: dic
             raise SweepError(f"trial {setting} seed {seed}: {e}") from None
         maximize, target = _direction(cfg, cache), cfg.run.target
         rows = read_jsonl(path / "metrics.jsonl")
-    finished = (path / RESULT_FILE).is_file()
-    return TrialRecord(setting, seed, path, path.is_dir(), finished, rows, maximize, target)
+    result = read_result(path)
+    finished = result is not None and result.get("exit_code") == 0
+    failed = None if result is None or finished else str(result.get("error") or result)
+    return TrialRecord(
+        setting, seed, path, path.is_dir(), finished, rows, maximize, target, failed
+    )
 
 
 def load_sweep(sweep_dir: Path) -> Sweep:
@@ -529,6 +535,7 @@ def markdown(sweep: Sweep, reports: Sequence[SettingReport]) -> str:
 def _notes(sweep: Sweep) -> list[str]:
     groups: dict[str, list[str]] = {
         "not started": [],
+        "failed (its metrics so far are used)": [],
         "unfinished (no result.json; its metrics so far are used)": [],
         "no evaluation yet (left out of the statistics)": [],
     }
@@ -539,10 +546,12 @@ def _notes(sweep: Sweep) -> list[str]:
             if not t.started:
                 groups[keys[0]].append(name)
                 continue
-            if not t.finished:
-                groups[keys[1]].append(name)
-            if not evaluations(t.rows):
+            if t.failed is not None:
+                groups[keys[1]].append(f"{name} ({t.failed})")
+            elif not t.finished:
                 groups[keys[2]].append(name)
+            if not evaluations(t.rows):
+                groups[keys[3]].append(name)
     return [f"- {what}: {', '.join(names)}" for what, names in groups.items() if names]
 
 

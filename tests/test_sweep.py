@@ -343,3 +343,8 @@ def test_a_failing_trial_is_named_and_the_sweep_exits_1(ray_session, tmp_path, c
     assert failed["exit_code"] == 1 and "4/4 candidates failed" in failed["error"]
     assert f"{bad.relative_to(out)}: generation 0: 4/4 candidates failed" in err
     assert "1 of 2 trials finished" in err
+    assert main(["report", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| objective.env_id=tests.toy_env:ToyNaNRewardEnv-v0 | 0/1 |" in table
+    assert "- failed (its metrics so far are used): objective.env_id=" in table
+    assert "4/4 candidates failed" in table
