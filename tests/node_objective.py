@@ -49,26 +49,25 @@ def make(**options) -> NodeRecordingObjective:
     return NodeRecordingObjective(**options)
 
 
-def read_records(record_dir: Path) -> list[tuple[int, int, str]]:
-    """``(pid, generation, node_id)`` for every chunk recorded so far."""
+def _records(record_dir: Path) -> list[tuple[int, list[str]]]:
+    """``(pid, [generation, node_id, start, end])`` per chunk recorded so far."""
     out = []
     for path in Path(record_dir).iterdir():
         for line in path.read_text().splitlines():
             parts = line.split()
-            if len(parts) == 4:
-                out.append((int(path.name), int(parts[0]), parts[1]))
+            if len(parts) == 4:  # a line being written is not complete yet
+                out.append((int(path.name), parts))
     return out
+
+
+def read_records(record_dir: Path) -> list[tuple[int, int, str]]:
+    """``(pid, generation, node_id)`` for every chunk recorded so far."""
+    return [(pid, int(p[0]), p[1]) for pid, p in _records(record_dir)]
 
 
 def read_intervals(record_dir: Path) -> list[tuple[int, float, float]]:
     """``(pid, start, end)`` wall-clock times of every chunk recorded so far."""
-    out = []
-    for path in Path(record_dir).iterdir():
-        for line in path.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 4:
-                out.append((int(path.name), float(parts[2]), float(parts[3])))
-    return out
+    return [(pid, float(p[2]), float(p[3])) for pid, p in _records(record_dir)]
 
 
 def max_overlap(intervals: list[tuple[int, float, float]]) -> int:
