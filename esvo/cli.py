@@ -528,16 +528,31 @@ def _sweep(args: argparse.Namespace) -> int:
         )
     except SweepError as e:
         raise _UsageError(str(e)) from None
-    failed = [d for d, r in results.items() if r is None or r.get("exit_code") != 0]
+    except KeyboardInterrupt:
+        print(
+            "esvo sweep: interrupted; rerun the same command to continue the unfinished trials "
+            "from their checkpoints",
+            file=sys.stderr,
+        )
+        return 130
+    failed = [d for d, r in results.items() if r is not None and r.get("exit_code") != 0]
+    stopped = [d for d, r in results.items() if r is None]  # Tune stopped early (Ctrl-C)
     for d in failed:
-        r = results[d]
-        why = "did not finish" if r is None else r.get("error") or r.get("reason")
+        why = results[d].get("error") or results[d]["reason"]
         print(f"esvo sweep: {d}: {why}", file=sys.stderr)
+    done = len(results) - len(failed) - len(stopped)
     print(
-        f"esvo sweep: {len(results) - len(failed)} of {len(results)} trials finished in "
-        f"{sweep_dir}; summarize with: esvo report {sweep_dir}",
+        f"esvo sweep: {done} of {len(results)} trials finished in {sweep_dir}; summarize "
+        f"with: esvo report {sweep_dir}",
         file=sys.stderr,
     )
+    if stopped:
+        print(
+            f"esvo sweep: interrupted: {len(stopped)} trials did not finish; rerun the same "
+            "command to continue them from their checkpoints",
+            file=sys.stderr,
+        )
+        return 130
     return EXIT_FAILED if failed else 0
 
 

@@ -446,6 +446,9 @@ def _run_on_tune(
     """Runs the trials; returns the last line of the error of each trial that raised."""
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials keep the driver's directory
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the compact table, one row per trial
+    # Ctrl-C is a KeyboardInterrupt (esvo sweep says how to resume), not Tune's graceful stop
+    # that saves Tune's own state and advises Tuner.restore: a rerun resumes from esvo's files.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     import ray
     from ray import tune
 

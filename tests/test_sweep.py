@@ -238,12 +238,15 @@ def _sweep_cmd(out: Path) -> list[str]:
 
 
 @pytest.mark.ray
-def test_killing_the_sweep_driver_and_rerunning_gives_the_same_trials(tmp_path):
+@pytest.mark.parametrize(
+    "sig", [signal.SIGKILL, pytest.param(signal.SIGINT, marks=pytest.mark.slow)], ids=str
+)
+def test_killing_the_sweep_driver_and_rerunning_gives_the_same_trials(tmp_path, sig):
     out = tmp_path / "sweep"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         _sweep_cmd(out), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 300
     try:  # kill it once a trial has checkpointed and before all have ended
@@ -253,11 +256,17 @@ def test_killing_the_sweep_driver_and_rerunning_gives_the_same_trials(tmp_path):
                 break
             time.sleep(0.2)
         assert ckpts, "no trial checkpointed"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(30)
+        if sig == signal.SIGKILL:
+            os.killpg(proc.pid, sig)  # the driver and everything it started, at once
+        else:
+            proc.send_signal(sig)  # Ctrl-C: the driver stops, says how to resume, exits 130
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+        assert "rerun the same command to continue" in err.splitlines()[-1]
     plan = json.loads((out / "sweep.json").read_text())
     unfinished = [t for t in plan["trials"] if read_result(out / t["dir"]) is None]
     assert unfinished, "the sweep had finished before the kill"
