@@ -39,6 +39,7 @@ from esvo.core.strategy import (
 from esvo.objectives.functions import FUNCTIONS
 
 __all__ = [
+    "MAX_SWEEP_TRIALS",
     "AdaptationSamplingConfig",
     "CheckpointConfig",
     "Config",
@@ -59,6 +60,7 @@ __all__ = [
     "RunConfig",
     "StrategyConfig",
     "SweepConfig",
+    "check_grid_entry",
     "config_from_dict",
     "dump_config",
     "error_source",

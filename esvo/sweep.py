@@ -48,6 +48,7 @@ from typing import Any
 import yaml
 
 from esvo.config import (
+    MAX_SWEEP_TRIALS,
     Config,
     ConfigError,
     check_grid_entry,
@@ -197,10 +198,13 @@ def plan_sweep(
         for value in values:  # each value alone on the base config: errors name the --grid
             _trial_config(data, [(key, value)], 0, f"--grid {text}", "")
         entries[key] = values
+    num_settings = math.prod(len(v) for v in entries.values())
+    if num_settings * len(plan_seeds) > MAX_SWEEP_TRIALS:
+        runs = f"{len(plan_seeds)} seeds x {num_settings} settings"
+        problem = f"{runs}: more than {MAX_SWEEP_TRIALS:,} runs"
+        allowed = f"at most {MAX_SWEEP_TRIALS:,} runs"
+        raise ConfigError(str(path), "sweep", None, allowed, problem)
     combos = list(itertools.product(*entries.values())) if entries else [()]
-    if len(combos) * len(plan_seeds) > 10_000:
-        problem = f"{len(plan_seeds)} seeds x {len(combos)} settings is over 10,000 runs"
-        raise ConfigError(str(path), "sweep", None, "at most 10,000 runs", problem)
     settings: list[Setting] = []
     trials: list[Trial] = []
     taken: set[str] = set()
@@ -368,6 +372,9 @@ class _TuneReport:
 
     __call__ = log
 
+    def final(self, exit_code: int) -> None:
+        self._report({**self.last, "exit_code": exit_code})
+
     def close(self) -> None:
         pass
 
@@ -381,7 +388,7 @@ def _tune_trial(spec: dict, *, sweep_dir: str, configs: dict, pythonpath: str) -
     cfg = config_from_dict(configs[rel])
     report = _TuneReport()
     outcome = run_trial(cfg, Path(sweep_dir) / rel, loggers=[report])
-    report._report({**report.last, "exit_code": outcome["exit_code"]})
+    report.final(outcome["exit_code"])
 
 
 # ---------------------------------------------------------------------------- the sweep

@@ -116,6 +116,7 @@ def test_grid_values_are_yaml_lists_and_render_back(tmp_path):
         (["--seeds", "0-x"], ["--seeds", "'0-x'", "range"]),
         (["--seeds", "1,1"], ["seed 1 is listed twice"]),
         (["--seeds", "-3"], ["--seeds"]),
+        (["--seeds", "0-5000", "--grid", "strategy.num_pairs=4,8"], ["more than 10,000 runs"]),
     ],
 )
 def test_bad_sweep_input_exits_2_names_it_and_creates_nothing(tmp_path, capsys, args, words):
