@@ -2,14 +2,16 @@
 
 ``pytest -m docker`` (README, "Docker"): builds the image (cached layers make a rebuild quick),
 starts a head and 2 workers under a compose project of its own with a fresh token, submits runs
-from this interpreter through the published port, kills a worker container mid-run, and always
-removes the project with its volume. Skipped, with the reason, without a running Docker engine
+from this interpreter through the published port, kills a worker container mid-run, runs
+``esvo sweep`` on such a cluster (an image with the ``sweep`` extra), and always removes the
+project with its volume. Skipped, with the reason, without a running Docker engine
 or Compose (``docker-compose`` v1 or the ``docker compose`` plugin). The default run deselects
 these tests (``addopts``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import ipaddress
 import json
@@ -77,17 +79,23 @@ def compose() -> list[str]:
     return cmd
 
 
-@pytest.fixture(scope="module")
-def image(compose) -> str:
-    """``esvo:pytest`` built from this tree (``--network host``: the build reaches the package
-    index the way this machine does)."""
+def _build(tag: str, extras: str = "") -> str:
+    """``tag`` built from this tree (``--network host``: the build reaches the package index
+    the way this machine does), with the extras ``extras``."""
     build = _run(
-        ["docker", "build", "--network", "host", "-f", "docker/Dockerfile", "-t", IMAGE, "."],
+        ["docker", "build", "--network", "host", "-f", "docker/Dockerfile", "-t", tag,
+         "--build-arg", f"ESVO_EXTRAS={extras}", "."],
         timeout=1800,
         cwd=ROOT,
-    )
+    )  # fmt: skip
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    return IMAGE
+    return tag
+
+
+@pytest.fixture(scope="module")
+def image(compose) -> str:
+    """``esvo:pytest``: the default image (no extras)."""
+    return _build(IMAGE)
 
 
 @dataclass
@@ -141,7 +149,12 @@ def _ids(compose_args: list[str], env: dict, service: str) -> list[str]:
 @pytest.fixture(scope="module")
 def cluster(compose, image, tmp_path_factory) -> Iterator[ComposeCluster]:
     """``compose up`` of a head and 2 workers with a fresh token; ``down -v`` whatever happens."""
-    secrets_dir = tmp_path_factory.mktemp("secrets")
+    with _compose_cluster(compose, image, tmp_path_factory.mktemp("secrets")) as c:
+        yield c
+
+
+@contextlib.contextmanager
+def _compose_cluster(compose: list[str], image: str, secrets_dir: Path) -> Iterator[ComposeCluster]:
     secrets_dir.chmod(0o700)  # the host's other users stay out; the containers' uid 1000 reads
     token = secrets.token_hex(32)  # the file through the bind mount (0644)
     token_file = secrets_dir / "ray_auth_token"
@@ -400,3 +413,55 @@ def test_the_token_is_in_no_process_environment_or_command_line(cluster, first_j
             scanned += 1
             assert cluster.token.encode() not in environ + cmdline, (container, pid)
     assert scanned >= 5  # a head runs ~10 Ray processes, a worker ~5
+
+
+def test_a_sweep_on_the_compose_cluster_spans_its_containers_and_equals_local_runs(
+    compose, tmp_path
+):
+    """``esvo sweep --address auto`` on the head of a cluster built with ``ESVO_EXTRAS=sweep``:
+    its trials run on the head and on both workers (the results volume is shared), and each
+    trial's final checkpoint equals the same config trained here alone."""
+    image = _build(IMAGE + "-sweep", "sweep")
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    with _compose_cluster(compose, image, secrets_dir) as c:
+        sweep = _run(
+            ["docker", "exec", c.head, "esvo", "sweep", "/opt/esvo/configs/cartpole_sweep.yaml",
+             "--address", "auto", "--seeds", "0-2", "--out", "/results/sweep"],
+            timeout=900,
+        )  # fmt: skip
+        assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
+        out = _copy_out(c.head, "/results/sweep", tmp_path)
+        ips = {
+            _run(["docker", "inspect", "-f",
+                  "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", cid]).stdout.strip()
+            for cid in [c.head, *c.workers]
+        }  # fmt: skip
+    # Tune's table names where each trial ran (ip:pid): all three containers took trials
+    hosts = {line.split("|")[3].strip().split(":")[0] for line in sweep.stdout.splitlines()
+             if "TERMINATED" in line and "trials/" in line}  # fmt: skip
+    assert hosts == ips
+    plan = json.loads((out / "sweep.json").read_text())
+    assert len(plan["trials"]) == 6
+    from esvo.config import load_config
+    from esvo.trainer import train
+
+    for trial in plan["trials"]:
+        n = trial["setting"].rsplit("=", 1)[1]
+        cfg = load_config(
+            ROOT / "configs" / "cartpole_sweep.yaml",
+            [f"strategy.num_pairs={n}", f"run.seed={trial['seed']}", "parallel.backend=serial",
+             "logging.progress=none"],
+        )  # fmt: skip
+        alone = tmp_path / "alone" / trial["dir"]
+        train(cfg, alone)
+        final = max((alone / "checkpoints").iterdir())
+        swept = out / trial["dir"] / "checkpoints" / final.name
+        a, b = (
+            {k: v for k, v in _arrays(d / "state.npz").items() if k != "counters/wall_s"}
+            for d in (final, swept)
+        )
+        assert a.keys() == b.keys()
+        for key in a:
+            assert np.array_equal(a[key], b[key]), (trial["dir"], key)
+        assert json.loads((out / trial["dir"] / "result.json").read_text())["exit_code"] == 0
