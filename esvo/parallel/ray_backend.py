@@ -55,6 +55,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from esvo.core.noise import Noise, NoiseTable, make_noise
 from esvo.objectives.base import make_objective
 from esvo.protocol import GenerationSpec, Results, Task
+from esvo.trace import mark
 
 # One thread per worker process: workers are the parallelism, nested pools only oversubscribe.
 THREAD_ENV = {
@@ -334,6 +335,7 @@ def shutdown() -> None:
     """``ray.shutdown()`` of a Ray this process started with ``connect``, and its watchdog."""
     if ray.is_initialized():
         ray.shutdown()
+        mark("ray_shutdown")
     _unwatch()
 
 
@@ -365,7 +367,9 @@ def connect(address: str | None, num_cpus: int | None, include_dashboard: bool) 
                 )
         finally:
             auth_logger.setLevel(level)
+        mark("ray_init")
         _watch(context.address_info["session_dir"])
+        mark("watchdog")
         return True
     try:
         ray.init(address=address, **quiet)
@@ -463,6 +467,7 @@ class RayEvaluator:
             self._slots = [self._new_slot() for _ in range(self.num_workers)]
             try:
                 ray.get([s.info_ref for s in self._slots], timeout=startup_timeout_s)
+                mark("actors")
                 for slot in self._slots:
                     slot.ready = True
             except rex.GetTimeoutError as e:
