@@ -54,6 +54,7 @@ def run_once(cmd: list[str], env: dict[str, str]) -> tuple[float, list[tuple[str
         start = time.perf_counter()
         proc = subprocess.run(
             full,
+            cwd=tmp,  # workers import esvo from PYTHONPATH / site-packages, not from ./esvo
             env={**env, ENV_VAR: str(trace)},
             capture_output=True,
             text=True,
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     script = Path(sys.executable).with_name("esvo")
     esvo = [str(script)] if script.is_file() else [sys.executable, "-m", "esvo"]
-    cmd = [*esvo, "train", str(args.config)]
+    cmd = [*esvo, "train", str(args.config.resolve())]
     for s in args.overrides:
         cmd += ["--set", s]
     env = dict(os.environ)
