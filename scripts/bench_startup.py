@@ -7,7 +7,9 @@ wall clock from just before the child's start to its exit as seen by ``wait()``;
 phase, ``exit``, is that total minus the last mark (interpreter teardown, atexit handlers, the
 kernel reaping the process). Every run must exit 0 with ``stopped (target)``. Prints a table of
 medians (and min-max) over the runs: each phase's duration (time since the previous mark) and
-the time it ends at, ordered by that time.
+the time it ends at, ordered by that time; and the CPU time of the run's whole process tree
+(Ray's processes included; sampled from /proc, Linux), which a loaded machine does not inflate
+the way it does wall time.
 
     .venv/bin/python scripts/bench_startup.py [--runs 5] [--set parallel.num_workers=2]
         [--env RAY_SOME_KNOB=1] [--config configs/cartpole.yaml]
@@ -21,7 +23,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from esvo.trace import ENV_VAR
@@ -45,31 +49,83 @@ PHASES = {
 }
 
 
-def run_once(cmd: list[str], env: dict[str, str]) -> tuple[float, list[tuple[str, float]]]:
-    """One run: the parent's wall time to exit, and the child's marks (first of each name)."""
+class CpuSampler:
+    """CPU seconds (user + system) of a process and all its descendants, sampled from /proc
+    every ``period_s`` (Ray's raylet reaps its workers without accounting for them, so
+    ``RUSAGE_CHILDREN`` misses them): each process counts with its last sample, which misses
+    at most its last ``period_s`` of CPU. Linux only (``total`` stays 0 elsewhere)."""
+
+    def __init__(self, pid: int, period_s: float = 0.1):
+        self.pid, self.period_s = pid, period_s
+        self.cpu: dict[tuple[int, int], float] = {}  # (pid, start tick) -> CPU s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        stats = {}
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open(f"/proc/{d}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                # ppid, utime + stime (ticks), start time (ticks since boot)
+                stats[int(d)] = (int(fields[1]), int(fields[11]) + int(fields[12]), fields[19])
+        tree, grew = {self.pid}, True
+        while grew:
+            new = {p for p, (ppid, _, _) in stats.items() if ppid in tree and p not in tree}
+            tree |= new
+            grew = bool(new)
+        tick = os.sysconf("SC_CLK_TCK")
+        for p in tree & stats.keys():
+            self.cpu[(p, stats[p][2])] = stats[p][1] / tick
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            self._sample()
+
+    def stop(self) -> float:
+        """Stops sampling; returns the total CPU seconds seen."""
+        self._stop.set()
+        self._thread.join()
+        return sum(self.cpu.values())
+
+
+@dataclass
+class Run:
+    total: float  # s, start -> exit seen by wait()
+    cpu: float  # s, user + system of the run's process tree (sampled)
+    marks: list[tuple[str, float]]  # (phase, s since process start), in time order
+
+
+def run_once(cmd: list[str], env: dict[str, str]) -> Run:
+    """One run of ``cmd --out TMP``; it must stop at its target."""
     with tempfile.TemporaryDirectory(prefix="esvo-startup-") as tmp:
         trace = Path(tmp, "trace.txt")
-        out = Path(tmp, "out")
-        full = [*cmd, "--out", str(out)]
+        full = [*cmd, "--out", str(Path(tmp, "out"))]
         start = time.perf_counter()
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             full,
             cwd=tmp,  # workers import esvo from PYTHONPATH / site-packages, not from ./esvo
             env={**env, ENV_VAR: str(trace)},
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
         )
+        sampler = CpuSampler(proc.pid) if os.path.isdir("/proc") else None
+        _, err = proc.communicate()
         total = time.perf_counter() - start
-        if proc.returncode != 0 or "stopped (target)" not in proc.stderr:
-            raise SystemExit(
-                f"run failed (exit {proc.returncode}): {' '.join(full)}\n{proc.stderr[-3000:]}"
-            )
+        cpu = sampler.stop() if sampler else 0.0
+        if proc.returncode != 0 or "stopped (target)" not in err:
+            raise SystemExit(f"failed (exit {proc.returncode}): {' '.join(full)}\n{err[-3000:]}")
         marks: dict[str, float] = {}
         for line in trace.read_text().splitlines():
             name, t = line.split()
             marks.setdefault(name, float(t))
     ordered = sorted(marks.items(), key=lambda m: m[1])
-    return total, [*ordered, ("exit", total)]
+    return Run(total, cpu, [*ordered, ("exit", total)])
 
 
 def _range(values: list[float]) -> str:
@@ -95,18 +151,18 @@ def main(argv: list[str] | None = None) -> int:
     env.update(kv.split("=", 1) for kv in args.env)
     print("$ " + " ".join([*cmd, "--out", "TMP"]) + "".join(f"  [{kv}]" for kv in args.env))
     load = os.getloadavg()[0]
-    totals: list[float] = []
+    runs: list[Run] = []
     durations: dict[str, list[float]] = {}
     ends: dict[str, list[float]] = {}
     for i in range(args.runs):
-        total, marks = run_once(cmd, env)
-        totals.append(total)
+        run = run_once(cmd, env)
+        runs.append(run)
         prev = 0.0
-        for name, t in marks:
+        for name, t in run.marks:
             durations.setdefault(name, []).append(t - prev)
             ends.setdefault(name, []).append(t)
             prev = t
-        print(f"run {i + 1}: {total:.2f} s", file=sys.stderr)
+        print(f"run {i + 1}: {run.total:.2f} s, CPU {run.cpu:.2f} s", file=sys.stderr)
     order = sorted(ends, key=lambda n: statistics.median(ends[n]))
     print("| phase | median s | min-max s | ends at (median) s |  |\n|---|---:|---:|---:|---|")
     for name in order:
@@ -116,10 +172,13 @@ def main(argv: list[str] | None = None) -> int:
             f"| {PHASES.get(name, name)} | {statistics.median(d):.2f} | {_range(d)} | "
             f"{statistics.median(ends[name]):.2f} | {note} |"
         )
+    totals = [r.total for r in runs]
     print(
         f"\ntotal, process start -> exit: median {statistics.median(totals):.2f} s "
         f"(min-max {_range(totals)}) over {args.runs} runs; load average before: {load:.1f}"
     )
+    cpu = [r.cpu for r in runs]
+    print(f"CPU time of the run's process tree (sampled): median {statistics.median(cpu):.2f} s")
     return 0
 
 
