@@ -34,9 +34,10 @@ Decisions (see the module's functions for details):
 - BLAS/OpenMP pools are pinned to one thread per worker process (env vars, and
   ``threadpoolctl`` when installed).
 - These env vars reach the workers of an embedded Ray through the raylet's environment, so the
-  actors need no ``runtime_env`` and start in the worker processes the raylet starts as the
-  driver connects (one per CPU): with a ``runtime_env`` of their own they would wait for two
-  more processes while those sit idle. Joining a cluster, they go in the actors' ``runtime_env``.
+  actors need no ``runtime_env`` and start in the worker processes the raylet starts as it
+  comes up (one per CPU, ``enable_worker_prestart``): with a ``runtime_env`` of their own they
+  would wait for two more processes while those sit idle. Joining a cluster, they go in the
+  actors' ``runtime_env``.
 """
 
 from __future__ import annotations
@@ -406,7 +407,7 @@ def connect(
     ``/tmp/ray/ray_current_cluster``, also one left behind by a crashed ``ray start``), on
     loopback only (``_loopback_node``), without the processes it does not use
     (``_lean_node``), whose processes do not outlive this one (``_watch``). Its workers,
-    including the ones the raylet starts ahead of any task (one per CPU), get ``worker_env``
+    including the ones the raylet starts as it comes up (one per CPU), get ``worker_env``
     in their environment: actors that need no other runtime_env then start in those.
     """
     global _node_env
@@ -426,6 +427,9 @@ def connect(
                     num_cpus=num_cpus,
                     include_dashboard=include_dashboard,
                     _node_ip_address=LOOPBACK,
+                    # the raylet starts its one worker per CPU as it comes up, while its agents
+                    # do, rather than once the driver connects (BENCHMARKS.md, "End to end")
+                    _system_config={"enable_worker_prestart": True},
                     **quiet,
                 )
         finally:
@@ -524,8 +528,13 @@ class RayEvaluator:
             worker_env=env,
         )
         try:
-            if env is not None and _node_env == (ray.get_runtime_context().gcs_address, env):
-                # the node's workers have it already: actors start in its prestarted workers
+            # The embedded node's workers have the env vars already (and the node is this one):
+            # the actors start in its prestarted workers.
+            if (
+                _node_env is not None
+                and _node_env[1] == env
+                and _node_env[0] == ray.get_runtime_context().gcs_address
+            ):
                 self._runtime_env = None
             cpus = int(ray.cluster_resources().get("CPU", 1))
             self.num_workers = int(num_workers) if num_workers is not None else max(1, cpus)
