@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from esvo.config import Config, ConfigError, dump_config, error_source, load_config
+from esvo.trace import mark
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -36,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The process exit code.
     """
+    mark("main")
     # Like `python -m esvo`: modules in the working directory import (module:Env-v0 ids,
     # python objectives), also from the `esvo` script. Ray workers get it on PYTHONPATH.
     if os.getcwd() not in sys.path and "" not in sys.path:
@@ -46,7 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # --help, or argparse's own usage error (exit 2)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_USAGE)
     try:
-        return args.func(args)
+        code = args.func(args)
+        mark("return")
+        return code
     except (_UsageError, ConfigError) as e:
         _error(args.command, e)
         return EXIT_USAGE
@@ -335,6 +339,7 @@ def _check_objective(cfg: Config, path: Path, overrides: Sequence[str]) -> tuple
 
 def _train(args: argparse.Namespace) -> int:
     cfg = _load_checked(args.config, args.overrides)
+    mark("config")
     from esvo.checkpoint import DiskFullError
     from esvo.trainer import TrainingError, new_run_dir, train
 

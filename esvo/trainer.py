@@ -70,6 +70,7 @@ from esvo.loggers import (
 from esvo.objectives.base import Objective, make_objective
 from esvo.parallel import Evaluator, SerialEvaluator
 from esvo.protocol import GenerationSpec, ObsStats, Results
+from esvo.trace import mark
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -273,6 +274,7 @@ def make_evaluator(cfg: Config, noise: Noise, batch_pairs: int = 1) -> Evaluator
         return SerialEvaluator(spec, noise)
     from esvo.parallel.ray_backend import RayEvaluator
 
+    mark("ray_import")
     return RayEvaluator(
         spec,
         noise,  # a NoiseTable travels once through the object store instead of being rebuilt
@@ -728,6 +730,7 @@ def _collapse(run: _Run, generation: int, metrics: Mapping[str, Any]) -> str | N
 
 
 def _loop(run: _Run, state: TrainState) -> tuple[TrainState, str]:
+    start = state.generation
     try:
         reason = stop_reason(run.cfg, state, run.strategy.maximize)
         while reason is None and run.signals.received is None:
@@ -738,6 +741,8 @@ def _loop(run: _Run, state: TrainState) -> tuple[TrainState, str]:
             except _GenerationFailed as e:
                 path = save(run, state)
                 raise TrainingError(f"{e}; last good state saved to {path}") from e
+            if state.generation == start:
+                mark("first_generation")
             state = new
             if reason is not None or state.generation % run.cfg.checkpoint.every == 0:
                 save(run, state, metrics.get("eval_return_mean"))
@@ -809,6 +814,7 @@ def _execute(
         )
     if cutoff is not None and state.episode_cap is None:  # a checkpoint from before the cutoff
         state = dataclasses.replace(state, episode_cap=cutoff.initial)
+    mark("build")
     own_evaluator = evaluator is None
     extra = default_loggers(cfg, run_dir) if loggers is None else list(loggers)
     metrics = JsonlLogger(run_dir / METRICS_FILE)
@@ -859,10 +865,12 @@ def _execute(
         )
         try:
             state, reason = _loop(run, state)
+            mark("loop")
         finally:
             close_loggers([metrics, *extra])
             if own_evaluator and evaluator is not None:
                 evaluator.close()
+            mark("shutdown")
     exit_code = 0
     if reason == "interrupted":
         signum = signals.received or signal.SIGINT

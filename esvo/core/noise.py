@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
-from scipy.linalg import blas
 
 NoiseKind = Literal["table", "generator"]
 
@@ -211,6 +210,8 @@ class NoiseTable:
         # sum_k b_k z_k^2 is a second saxpy per slice, over its squares: streamed from the table
         # of squares up to SQUARES_MAX, else squared in cache into `buf` (the same float32
         # values, so the same s2 bit for bit).
+        from scipy.linalg import blas  # here: scipy costs ~0.2 s at import, most runs need none
+
         d, t = self.dim, self.table
         t2 = None if b is None else self.squares()
         buf = np.empty(min(BLOCK, d), dtype=np.float32) if b is not None and t2 is None else None
@@ -242,6 +243,8 @@ class NoiseTable:
         if len(offs) * self.dim <= SMALL:
             y = self.table[offs[:, None] + np.arange(m)].astype(np.float64)
             return y @ v, np.einsum("ij,ij->i", y, y)
+        from scipy.linalg import blas
+
         t = self.table
         vt = np.ascontiguousarray(v.T, dtype=np.float32)  # (k, m), rows contiguous
         q = np.zeros((len(offs), k))
@@ -265,6 +268,8 @@ class NoiseTable:
         w = np.asarray(w, dtype=np.float64)
         if len(offs) * self.dim <= SMALL:
             return w.T @ self.table[offs[:, None] + np.arange(m)].astype(np.float64)
+        from scipy.linalg import blas
+
         t = self.table
         out = np.zeros((w.shape[1], m), dtype=np.float32)
         w32 = w.astype(np.float32)

@@ -17,8 +17,10 @@ Decisions (see the module's functions for details):
 
 - Ray is embedded by default (``num_cpus = num_workers``, dashboard off, usage stats off, Ray's
   logs kept in its session directory rather than the terminal): always a new instance, listening
-  on loopback only, and none of its processes outlives the driver, not even a SIGKILLed one (a
-  watchdog process kills Ray's agents, which otherwise linger for a minute; ``connect``).
+  on loopback only, without the processes it does not use (autoscaler monitor, log monitor,
+  dashboard API server; all as usual with the dashboard on), and none of its processes
+  outlives the driver, not even a SIGKILLed one (a watchdog process kills Ray's agents, which
+  otherwise linger for a minute; ``connect``).
   ``address`` (or ``RAY_ADDRESS``, as set by ``ray job submit``) joins an existing cluster. A Ray
   already initialized in the process is reused and left running on ``close``.
 - Token authentication (Ray's default since 2.5x): an embedded Ray creates/uses
@@ -29,8 +31,13 @@ Decisions (see the module's functions for details):
 - User modules (``kind: python`` objectives, module-prefixed gym ids) import in workers because
   the actors' ``PYTHONPATH`` holds the driver's working directory and its non-installed
   ``sys.path`` entries (an env var: no upload, unlike ``runtime_env.working_dir``).
-- BLAS/OpenMP pools are pinned to one thread per worker process (env vars in the actors'
-  ``runtime_env``, and ``threadpoolctl`` when installed).
+- BLAS/OpenMP pools are pinned to one thread per worker process (env vars, and
+  ``threadpoolctl`` when installed).
+- These env vars reach the workers of an embedded Ray through the raylet's environment, so the
+  actors need no ``runtime_env`` and start in the worker processes the raylet starts as it
+  comes up (one per CPU, ``enable_worker_prestart``): with a ``runtime_env`` of their own they
+  would wait for two more processes while those sit idle. Joining a cluster, they go in the
+  actors' ``runtime_env``.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from esvo.core.noise import Noise, NoiseTable, make_noise
 from esvo.objectives.base import make_objective
 from esvo.protocol import GenerationSpec, Results, Task
+from esvo.trace import mark
 
 # One thread per worker process: workers are the parallelism, nested pools only oversubscribe.
 THREAD_ENV = {
@@ -232,6 +240,48 @@ def _loopback_node() -> Iterator[None]:
         consts.ENABLE_RAY_CLUSTER = saved
 
 
+@contextlib.contextmanager
+def _lean_node(include_dashboard: bool) -> Iterator[None]:
+    """Lets ``ray.init`` start only the processes an embedded instance without a dashboard uses.
+
+    Ray (2.60) starts three Python processes besides the GCS, the raylet and its two agents:
+    the autoscaler's monitor (a fixed local node has nothing to scale), the log monitor (it
+    streams workers' output to the driver, which ``log_to_driver=False`` turns off) and, even
+    with ``include_dashboard=False``, the dashboard's API server, for usage statistics only
+    (off here). ``ray.init`` waits for the API server to come up, and all three compete with
+    the agents and workers for the CPUs while they start: without them ``esvo train
+    configs/cartpole.yaml`` starts seconds sooner on 2 cores (BENCHMARKS.md, "End to end").
+    With ``include_dashboard`` Ray starts everything as usual. Ray's methods are replaced for
+    the call only; a Ray without them is left alone (test_embedded_ray.py tells).
+    """
+    node = getattr(getattr(getattr(ray, "_private", None), "node", None), "Node", None)
+    names = () if include_dashboard else ("start_monitor", "start_log_monitor", "start_api_server")
+    saved = {n: vars(node)[n] for n in names if callable(vars(node).get(n))} if node else {}
+    for name in saved:
+        setattr(node, name, lambda self, *args, **kwargs: None)
+    try:
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(node, name, method)
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str] | None) -> Iterator[None]:
+    """``os.environ`` with ``env`` set, for the Ray processes ``ray.init`` starts (the raylet
+    hands its environment to the workers it starts); restored afterwards."""
+    saved = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update(env or {})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def _reap_session(session_dir: str, driver_pid: int, timeout_s: float = 10.0) -> None:
     """The watchdog's program (stdlib only: it runs as ``python -c`` beside the driver).
 
@@ -332,19 +382,35 @@ def _unwatch() -> None:
 
 def shutdown() -> None:
     """``ray.shutdown()`` of a Ray this process started with ``connect``, and its watchdog."""
+    global _node_env
     if ray.is_initialized():
         ray.shutdown()
+        mark("ray_shutdown")
+    _node_env = None
     _unwatch()
 
 
-def connect(address: str | None, num_cpus: int | None, include_dashboard: bool) -> bool:
+# (GCS address, worker_env) of the embedded node this process started
+_node_env: tuple[str, dict[str, str]] | None = None
+
+
+def connect(
+    address: str | None,
+    num_cpus: int | None,
+    include_dashboard: bool,
+    worker_env: dict[str, str] | None = None,
+) -> bool:
     """Start or join Ray unless it is already initialized; True if this call did ``ray.init``.
 
     No ``address`` (and no ``RAY_ADDRESS``) starts a new embedded instance, ``address="local"``
     (with ``None`` Ray would join whatever cluster its session file names,
     ``/tmp/ray/ray_current_cluster``, also one left behind by a crashed ``ray start``), on
-    loopback only (``_loopback_node``), whose processes do not outlive this one (``_watch``).
+    loopback only (``_loopback_node``), without the processes it does not use
+    (``_lean_node``), whose processes do not outlive this one (``_watch``). Its workers,
+    including the ones the raylet starts as it comes up (one per CPU), get ``worker_env``
+    in their environment: actors that need no other runtime_env then start in those.
     """
+    global _node_env
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -355,17 +421,23 @@ def connect(address: str | None, num_cpus: int | None, include_dashboard: bool) 
         level = auth_logger.level
         auth_logger.setLevel(logging.ERROR)
         try:
-            with _loopback_node():
+            with _loopback_node(), _lean_node(include_dashboard), _environment(worker_env):
                 context = ray.init(
                     address="local",
                     num_cpus=num_cpus,
                     include_dashboard=include_dashboard,
                     _node_ip_address=LOOPBACK,
+                    # the raylet starts its one worker per CPU as it comes up, while its agents
+                    # do, rather than once the driver connects (BENCHMARKS.md, "End to end")
+                    _system_config={"enable_worker_prestart": True},
                     **quiet,
                 )
         finally:
             auth_logger.setLevel(level)
+        _node_env = (context.address_info["gcs_address"], dict(worker_env or {}))
+        mark("ray_init")
         _watch(context.address_info["session_dir"])
+        mark("watchdog")
         return True
     try:
         ray.init(address=address, **quiet)
@@ -447,13 +519,25 @@ class RayEvaluator:
         if not isinstance(noise_spec, dict):
             noise_spec = noise_spec.spec()
         self.noise_spec = dict(noise_spec)
+        self._runtime_env = actor_runtime_env(runtime_env)
+        env = self._runtime_env["env_vars"] if runtime_env is None else None
         self._owns_ray = connect(
-            address, num_workers or os.cpu_count() or 1, include_dashboard=include_dashboard
+            address,
+            num_workers or os.cpu_count() or 1,
+            include_dashboard=include_dashboard,
+            worker_env=env,
         )
         try:
+            # The embedded node's workers have the env vars already (and the node is this one):
+            # the actors start in its prestarted workers.
+            if (
+                _node_env is not None
+                and _node_env[1] == env
+                and _node_env[0] == ray.get_runtime_context().gcs_address
+            ):
+                self._runtime_env = None
             cpus = int(ray.cluster_resources().get("CPU", 1))
             self.num_workers = int(num_workers) if num_workers is not None else max(1, cpus)
-            self._runtime_env = actor_runtime_env(runtime_env)
             self._table_ref = None
             if self.noise_spec.get("kind") == "table":
                 if table is None:
@@ -463,6 +547,7 @@ class RayEvaluator:
             self._slots = [self._new_slot() for _ in range(self.num_workers)]
             try:
                 ray.get([s.info_ref for s in self._slots], timeout=startup_timeout_s)
+                mark("actors")
                 for slot in self._slots:
                     slot.ready = True
             except rex.GetTimeoutError as e:

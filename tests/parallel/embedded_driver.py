@@ -1,8 +1,9 @@
 """Run in a fresh process: an embedded ``RayEvaluator`` (no address) scores one generation.
 
 ``python -m tests.parallel.embedded_driver`` prints one JSON line (this driver's pid, the Ray
-session directory, the workers' pids, whether the scores equal the serial ones), then blocks
-until stdin closes, so that a test can inspect the running instance or SIGKILL the driver.
+session directory, the workers' pids, whether the scores equal the serial ones, the driver's
+own values of the variables esvo sets for its workers), then blocks until stdin closes, so that
+a test can inspect the running instance or SIGKILL the driver.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import ray
 
 from esvo.core.noise import perturbation_ids
 from esvo.parallel import SerialEvaluator
-from esvo.parallel.ray_backend import RayEvaluator
+from esvo.parallel.ray_backend import THREAD_ENV, RayEvaluator
 from esvo.protocol import GenerationSpec
 
 OBJECTIVE = {"kind": "function", "name": "sphere", "dim": 8}
@@ -35,6 +36,7 @@ def main() -> int:
             "session_dir": session,
             "workers": ev.worker_pids(),
             "same_as_serial": bool(np.array_equal(got.fitness, expected.fitness)),
+            "driver_env": {k: os.environ.get(k) for k in [*THREAD_ENV, "PYTHONPATH"]},
         }
         print(json.dumps(line), flush=True)
         sys.stdin.read()

@@ -3,7 +3,8 @@
 
 - it starts a new instance even when a crashed ``ray start`` left its session file behind;
 - it listens on loopback only (GCS, raylet, agents, workers, the driver's own servers);
-- nothing it started outlives a SIGKILLed driver (Ray's agents would, for a minute).
+- nothing it started outlives a SIGKILLed driver (Ray's agents would, for a minute);
+- it starts only the processes it uses, and one worker process per actor.
 """
 
 from __future__ import annotations
@@ -180,3 +181,25 @@ def test_no_process_outlives_a_killed_driver():
             )
             time.sleep(0.2)
         assert not _session_writers(driver.info["session_dir"])
+
+
+# What Ray (2.60) starts for ray.init beyond what an embedded instance uses (ray_backend._lean_node)
+UNUSED = ("autoscaler/_private/monitor.py", "_private/log_monitor.py", "dashboard/dashboard.py")
+
+
+def test_starts_no_unused_process_and_actors_take_the_prestarted_workers():
+    with embedded_driver() as driver:
+        started = driver.tree[1:]
+        lines = [" ".join(p.cmdline()) for p in started]
+        assert not [c for c in lines if any(u in c for u in UNUSED)], lines
+        # One log per worker process the raylet ever started: the two it starts ahead of any
+        # task are the actors' (an actor with a runtime_env of its own would need two more).
+        logs = Path(driver.info["session_dir"], "logs")
+        assert len(list(logs.glob("python-core-worker-*.log"))) == 2
+        for pid in driver.info["workers"]:
+            env = psutil.Process(pid).environ()
+            assert env["OMP_NUM_THREADS"] == "1" == env["OPENBLAS_NUM_THREADS"]
+            assert str(ROOT) in env["PYTHONPATH"].split(os.pathsep)  # the driver's directory
+        # the driver's own environment is as it was: only its Ray processes got the variables
+        parent = {k: os.environ.get(k) for k in driver.info["driver_env"]}
+        assert driver.info["driver_env"] == parent

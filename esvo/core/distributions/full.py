@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import scipy.linalg
 
 from esvo.core.distributions.base import (
     LOG_2PI,
@@ -94,6 +93,8 @@ def sym_expm(s: np.ndarray) -> np.ndarray:
     if s.shape[0] <= EIGH_MAX_DIM:
         w, q = np.linalg.eigh(s)
         return (q * np.exp(w)) @ q.T
+    import scipy.linalg  # here: ~0.2 s at import, for large full covariances only
+
     return scipy.linalg.expm(s)
 
 
